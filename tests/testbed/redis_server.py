@@ -1,0 +1,78 @@
+"""A real redis-server (Debian's package) on a free loopback port, stopped by PID."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from testbed.ports import free_port
+
+
+@dataclass
+class RedisServer:
+    """One redis-server process owned by the caller.
+
+    `extra_args` are appended to the command line (e.g. ``["--appendonly", "yes"]``).
+    The server keeps its data dir across `stop()`/`start()` so a restart keeps AOF data.
+    """
+
+    port: int = field(default_factory=free_port)
+    extra_args: list[str] = field(default_factory=list)
+    data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-redis-")))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server not found: apt-get install redis-server")
+        command = [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--save", "",
+            "--protected-mode", "yes",
+            *self.extra_args,
+        ]
+        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {(self.data_dir / 'redis.log').read_text()}")
+            try:
+                if self.client().ping():
+                    return self
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout}s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
