@@ -1,0 +1,106 @@
+"""Read a TaskQueue's queue statistics from Redis in two pipelined round trips.
+
+Only raw Redis commands: rq's registry helpers (`count`, `get_job_ids`) run cleanup, which
+runs job callbacks that need the application's code, and the operator has none of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import redis.asyncio as aioredis
+
+from taskqueue_operator.observation import QueueStats, RedisObservation, WorkerInfo
+
+# Per queue in the first round trip, in this order.
+_QUEUE_COMMANDS = 7
+_WORKER_FIELDS = (
+    "state", "hostname", "queues", "death",
+    "successful_job_count", "failed_job_count", "total_working_time",
+)
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _job_id(composite_key: str) -> str:
+    """Worker execution entries are `<job id>:<execution id>`; job ids may contain ':'."""
+    return composite_key.rsplit(":", 1)[0]
+
+
+async def read_stats(
+    client: aioredis.Redis,
+    key_prefix: str,
+    queues: Sequence[str],
+    now: float | None = None,
+) -> RedisObservation:
+    """Counts per queue and the workers listening on them. Raises redis errors as they come."""
+    now = time.time() if now is None else now
+    first = client.pipeline(transaction=False)
+    for queue in queues:
+        first.llen(f"{key_prefix}:queue:{queue}")
+        # Started/failed/finished entries expire by score: count the live ones only.
+        first.zcount(f"{key_prefix}:wip:{queue}", now, "+inf")
+        first.zcard(f"{key_prefix}:scheduled:{queue}")
+        first.zcard(f"{key_prefix}:deferred:{queue}")
+        first.zcount(f"{key_prefix}:failed:{queue}", now, "+inf")
+        first.zcount(f"{key_prefix}:finished:{queue}", now, "+inf")
+        first.smembers(f"{key_prefix}:workers:{queue}")
+    replies = await first.execute()
+
+    stats: list[QueueStats] = []
+    worker_names: set[str] = set()
+    for index, queue in enumerate(queues):
+        pending, running, scheduled, deferred, failed, finished, members = replies[
+            index * _QUEUE_COMMANDS : (index + 1) * _QUEUE_COMMANDS
+        ]
+        stats.append(
+            QueueStats(queue, int(pending), int(running), int(scheduled), int(deferred),
+                       int(failed), int(finished))
+        )
+        worker_names.update(name for name in (_text(m) for m in members) if name)
+
+    names = sorted(worker_names)
+    workers: list[WorkerInfo] = []
+    if names:
+        second = client.pipeline(transaction=False)
+        for name in names:
+            second.hmget(f"{key_prefix}:worker:{name}", *_WORKER_FIELDS)
+            second.smembers(f"{key_prefix}:worker:{name}:executions")
+        worker_replies = await second.execute()
+        for position, name in enumerate(names):
+            state, hostname, worker_queues, death, successes, failures, working = (
+                _text(v) for v in worker_replies[2 * position]
+            )
+            executions = worker_replies[2 * position + 1]
+            if state is None and hostname is None:
+                continue  # the hash expired: the worker is gone, its set entry is stale
+            workers.append(
+                WorkerInfo(
+                    name=name,
+                    state=state or "?",
+                    hostname=hostname,
+                    queues=tuple(q for q in (worker_queues or "").split(",") if q),
+                    job_ids=tuple(sorted(_job_id(_text(e) or "") for e in executions)),
+                    dead=death is not None,
+                    successful_job_count=int(successes or 0),
+                    failed_job_count=int(failures or 0),
+                    total_working_time=float(working or 0.0),
+                )
+            )
+    return RedisObservation(time=now, queues=tuple(stats), workers=tuple(workers))
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that fails fast: an unreachable Redis must show up within a tick or two."""
+    return aioredis.Redis.from_url(
+        url,
+        socket_connect_timeout=2.0,
+        socket_timeout=2.0,
+        health_check_interval=10,
+        retry_on_timeout=False,
+    )

@@ -1,0 +1,461 @@
+"""The TaskQueue API (v1alpha1): the single source of truth for the spec and the status.
+
+The CRD's OpenAPI schema and CEL rules are generated from these models (see `crd.py`).
+Every cross-field rule exists twice on purpose: as a CEL rule, so `kubectl apply` refuses
+a bad manifest, and as a pydantic validator, so the operator never acts on one either.
+Field docstrings become the CRD's descriptions and the README's reference.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from taskqueue_operator.api.cron import CRON_PATTERN, is_valid_cron
+from taskqueue_operator.api.durations import DURATION_PATTERN, parse_duration
+
+GROUP = "taskqueue.dev"
+VERSION = "v1alpha1"
+KIND = "TaskQueue"
+PLURAL = "taskqueues"
+SINGULAR = "taskqueue"
+SHORT_NAMES = ["tq"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+DEFAULT_WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+FUNCTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
+KEY_PREFIX_PATTERN = r"^[A-Za-z0-9_.\-]{1,32}$"
+REDIS_URL_PATTERN = r"^(rediss?|unix)://\S+$"
+TIMEZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"
+MAX_QUEUES = 32
+MAX_SCHEDULES = 64
+# CronJob names are limited to 52 characters; ours are "<taskqueue>-<schedule>".
+MAX_CRONJOB_NAME = 52
+
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `fieldPath` makes the error name the field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+def _preserve(description: str) -> dict[str, Any]:
+    """Schema extras for embedded Kubernetes types we pass through untouched."""
+    return {"x-kubernetes-preserve-unknown-fields": True, "description": description}
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the TaskQueue's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+
+class ValueSource(ApiModel):
+    """Where a secret value comes from."""
+
+    secret_key_ref: SecretKeyRef
+
+
+class RedisSpec(ApiModel):
+    """How workers, schedules and the operator reach Redis."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.url) != has(self.urlFrom)",
+                    "set exactly one of redis.url and redis.urlFrom",
+                ),
+                cel(
+                    "!has(self.url) || !self.url.matches('^[a-z]+://[^/@]*:[^/@]+@')",
+                    "redis.url must not contain a password: put the URL in a Secret and "
+                    "use redis.urlFrom.secretKeyRef",
+                    ".url",
+                ),
+            ]
+        }
+    )
+
+    url: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=REDIS_URL_PATTERN,
+        description="Redis URL without credentials, e.g. redis://redis.ns.svc:6379/0.",
+    )
+    url_from: ValueSource | None = Field(
+        default=None, description="Redis URL (may carry a password) read from a Secret key."
+    )
+    key_prefix: str = Field(
+        default="rq",
+        pattern=KEY_PREFIX_PATTERN,
+        description="RQ's key prefix (RQ_KEY_PREFIX); change it only if your apps do.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RedisSpec:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError("set exactly one of redis.url and redis.urlFrom")
+        if self.url is not None and _url_has_password(self.url):
+            raise ValueError("redis.url must not contain a password: use redis.urlFrom")
+        return self
+
+
+def _url_has_password(url: str) -> bool:
+    netloc = url.split("://", 1)[-1].split("/", 1)[0]
+    return "@" in netloc and ":" in netloc.split("@", 1)[0]
+
+
+class ResourceRequirements(ApiModel):
+    """CPU/memory requests and limits of each worker container."""
+
+    limits: dict[str, int | str] | None = None
+    requests: dict[str, int | str] | None = None
+
+
+class LocalObjectReference(ApiModel):
+    """A reference to an object in the same namespace by name."""
+
+    name: str = Field(min_length=1, max_length=253)
+
+
+class WorkerSpec(ApiModel):
+    """The RQ worker pods."""
+
+    image: str = Field(
+        default=DEFAULT_WORKER_IMAGE,
+        min_length=1,
+        max_length=512,
+        description="Worker image: ours, or yours built FROM it with your task code.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    command: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None, max_length=64, description="Overrides the image's worker entrypoint."
+    )
+    args: list[Annotated[str, Field(max_length=4096)]] | None = Field(
+        default=None,
+        max_length=128,
+        description="Overrides the worker arguments (by default: worker class, then queues).",
+    )
+    env: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=256,
+        json_schema_extra={"items": _preserve("A Kubernetes EnvVar.") | {"type": "object"}},
+        description="Extra environment variables (Kubernetes EnvVar list).",
+    )
+    env_from: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"items": _preserve("A Kubernetes EnvFromSource.") | {"type": "object"}},
+        description="Extra environment from ConfigMaps/Secrets (Kubernetes EnvFromSource list).",
+    )
+    resources: ResourceRequirements | None = None
+    node_selector: dict[str, str] | None = None
+    tolerations: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=64,
+        json_schema_extra={"items": _preserve("A Kubernetes Toleration.") | {"type": "object"}},
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None, json_schema_extra=_preserve("A Kubernetes Affinity.")
+    )
+    service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_PATTERN)
+    image_pull_secrets: list[LocalObjectReference] | None = Field(default=None, max_length=16)
+    job_timeout: Duration = Field(
+        default="360s",
+        description="Longest job run; the pods' termination grace period covers it, so a "
+        "scale-down or rollout lets the running job finish.",
+    )
+    worker_class: Literal["fork", "simple"] = Field(
+        default="fork",
+        description="fork: a child process per job (isolation, RQ's default); simple: jobs run "
+        "in the worker process (faster, for trusted short jobs).",
+    )
+    pod_labels: dict[str, str] | None = None
+    pod_annotations: dict[str, str] | None = None
+
+    @property
+    def job_timeout_seconds(self) -> float:
+        return parse_duration(self.job_timeout)
+
+
+class ScalingSpec(ApiModel):
+    """Autoscaling from queue depth. Absent: a fixed `spec.replicas`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "scaling.minReplicas must be <= scaling.maxReplicas",
+                    ".minReplicas",
+                ),
+            ]
+        }
+    )
+
+    min_replicas: int = Field(default=0, ge=0, le=1000, description="0 allows scale to zero.")
+    max_replicas: int = Field(default=10, ge=1, le=1000)
+    target_backlog_per_worker: int = Field(
+        default=10,
+        ge=1,
+        le=100000,
+        description="Desired (pending + running) jobs per worker.",
+    )
+    target_queue_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=86400,
+        description="Optional queue-time target: size the pool by Little's law from the "
+        "measured arrival rate and service time (instead of the backlog target).",
+    )
+    scale_down_delay: Duration = Field(
+        default="60s", description="Lower demand must last this long before workers are removed."
+    )
+    poll_interval: Duration = Field(default="1s", description="How often Redis is observed.")
+    max_scale_up_step: int | None = Field(
+        default=None, ge=1, le=1000, description="Most workers added per decision (default: no limit)."
+    )
+    protect_busy_workers: bool = Field(
+        default=True,
+        description="Never remove a busy worker on scale-down (pod-deletion-cost + busy floor).",
+    )
+    abandoned_jobs: Literal["requeue", "fail"] = Field(
+        default="requeue",
+        description="Jobs of a worker whose pod vanished: requeue (if retries allow) or fail.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ScalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("scaling.minReplicas must be <= scaling.maxReplicas")
+        return self
+
+    @property
+    def scale_down_delay_seconds(self) -> float:
+        return parse_duration(self.scale_down_delay)
+
+    @property
+    def poll_interval_seconds(self) -> float:
+        return parse_duration(self.poll_interval)
+
+
+class RetrySpec(ApiModel):
+    """RQ Retry for jobs enqueued by a schedule."""
+
+    max: int = Field(ge=1, le=100)
+    intervals: list[Annotated[int, Field(ge=0, le=86400)]] = Field(
+        default_factory=list, max_length=100, description="Seconds between tries (RQ Retry)."
+    )
+
+
+class ScheduleSpec(ApiModel):
+    """A periodic job: a CronJob that enqueues `function` on `queue` at `schedule`."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL_PATTERN)
+    schedule: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=CRON_PATTERN,
+        description="Cron expression (5 fields or @daily-style macro), as for CronJobs.",
+    )
+    time_zone: str | None = Field(default=None, max_length=64, pattern=TIMEZONE_PATTERN)
+    function: str = Field(
+        max_length=512, pattern=FUNCTION_PATTERN, description="Dotted path, e.g. tasks.ingest.run."
+    )
+    args: list[Any] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    queue: str | None = Field(
+        default=None,
+        pattern=QUEUE_NAME_PATTERN,
+        description="One of spec.queues (default: the first).",
+    )
+    job_timeout: Duration | None = None
+    retry: RetrySpec | None = None
+    result_ttl: Duration | None = None
+    failure_ttl: Duration | None = None
+    suspend: bool = False
+    starting_deadline_seconds: int | None = Field(default=None, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _valid_cron(self) -> ScheduleSpec:
+        if not is_valid_cron(self.schedule):
+            raise ValueError(f"schedules[].schedule {self.schedule!r} is not a valid cron expression")
+        return self
+
+
+class TaskQueueSpec(ApiModel):
+    """Desired state of a TaskQueue."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.schedules) || self.schedules.all(s, "
+                    "self.schedules.exists_one(t, t.name == s.name))",
+                    "schedules[].name must be unique",
+                    ".schedules",
+                ),
+                cel(
+                    "!has(self.schedules) || self.schedules.all(s, "
+                    "!has(s.queue) || s.queue in self.queues)",
+                    "schedules[].queue must be one of spec.queues",
+                    ".schedules",
+                ),
+                cel(
+                    "!(has(self.scaling) && has(self.replicas))",
+                    "set spec.replicas (fixed size) or spec.scaling (autoscaling), not both",
+                    ".replicas",
+                ),
+            ]
+        }
+    )
+
+    redis: RedisSpec
+    queues: list[Annotated[str, Field(pattern=QUEUE_NAME_PATTERN, max_length=63)]] = Field(
+        min_length=1,
+        max_length=MAX_QUEUES,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+        description="Queue names in priority order, as RQ workers listen.",
+    )
+    worker: WorkerSpec = Field(default_factory=WorkerSpec)
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Fixed worker count when scaling is absent."
+    )
+    scaling: ScalingSpec | None = None
+    schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TaskQueueSpec:
+        if len(set(self.queues)) != len(self.queues):
+            raise ValueError("spec.queues must not repeat a queue")
+        names = [s.name for s in self.schedules]
+        if len(set(names)) != len(names):
+            raise ValueError("schedules[].name must be unique")
+        for schedule in self.schedules:
+            if schedule.queue is not None and schedule.queue not in self.queues:
+                raise ValueError(f"schedules[].queue {schedule.queue!r} must be one of spec.queues")
+        if self.scaling is not None and self.replicas is not None:
+            raise ValueError("set spec.replicas or spec.scaling, not both")
+        return self
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.scaling is not None
+
+    @property
+    def fixed_replicas(self) -> int:
+        return 1 if self.replicas is None else self.replicas
+
+
+# -------------------------------------------------------------------------- status
+
+
+class QueueStatus(ApiModel):
+    """Counts of one RQ queue."""
+
+    name: str
+    pending: int = 0
+    running: int = 0
+    scheduled: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+class WorkerCounts(ApiModel):
+    """RQ workers registered for this TaskQueue's queues, by state."""
+
+    total: int = 0
+    busy: int = 0
+    idle: int = 0
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ScheduleStatus(ApiModel):
+    """The CronJob of one schedule."""
+
+    name: str
+    cron_job: str
+    last_schedule_time: str | None = None
+
+
+class TaskQueueStatus(ApiModel):
+    """Observed state, written by the operator only."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    observed_generation: int | None = None
+    selector: str | None = Field(default=None, description="Label selector of the workers (scale).")
+    queue_names: str | None = Field(default=None, description="spec.queues joined, for the table.")
+    replicas: int | None = None
+    desired_replicas: int | None = None
+    ready_replicas: int | None = None
+    pending: int | None = None
+    running: int | None = None
+    scheduled: int | None = None
+    dead_letters: int | None = None
+    workers: WorkerCounts | None = None
+    queues: list[QueueStatus] | None = None
+    schedules: list[ScheduleStatus] | None = None
+    last_observed_time: str | None = None
+    last_scale_time: str | None = None
+    last_scale_reason: str | None = None
+    conditions: list[Condition] | None = None
+
+
+class TaskQueue(ApiModel):
+    """The whole resource as the operator reads it."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    api_version: Literal["taskqueue.dev/v1alpha1"] = API_VERSION
+    kind: Literal["TaskQueue"] = KIND
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: TaskQueueSpec
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata.get("namespace", "default"))

@@ -1,0 +1,108 @@
+"""What the operator observed of one TaskQueue: plain data, shared by status and scaling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BUSY_STATES = frozenset({"busy"})
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """Counts of one RQ queue. `running` counts only unexpired started entries."""
+
+    name: str
+    pending: int = 0
+    running: int = 0
+    scheduled: int = 0
+    deferred: int = 0
+    failed: int = 0
+    finished: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """One RQ worker hash. `hostname` is the pod name in our pods."""
+
+    name: str
+    state: str
+    hostname: str | None
+    queues: tuple[str, ...] = ()
+    job_ids: tuple[str, ...] = ()
+    dead: bool = False
+    # Lifetime counters RQ keeps in the worker hash: the source of service-time estimates.
+    successful_job_count: int = 0
+    failed_job_count: int = 0
+    total_working_time: float = 0.0
+
+    @property
+    def busy(self) -> bool:
+        return self.state in BUSY_STATES or bool(self.job_ids)
+
+
+@dataclass(frozen=True)
+class RedisObservation:
+    """One poll of Redis, at wall-clock `time` (seconds since the epoch)."""
+
+    time: float
+    queues: tuple[QueueStats, ...]
+    workers: tuple[WorkerInfo, ...] = ()
+    maxmemory_policy: str | None = None
+
+    @property
+    def pending(self) -> int:
+        return sum(q.pending for q in self.queues)
+
+    @property
+    def running(self) -> int:
+        return sum(q.running for q in self.queues)
+
+    @property
+    def scheduled(self) -> int:
+        return sum(q.scheduled for q in self.queues)
+
+    @property
+    def failed(self) -> int:
+        return sum(q.failed for q in self.queues)
+
+    @property
+    def finished(self) -> int:
+        return sum(q.finished for q in self.queues)
+
+    @property
+    def live_workers(self) -> tuple[WorkerInfo, ...]:
+        return tuple(w for w in self.workers if not w.dead)
+
+    @property
+    def busy_workers(self) -> int:
+        return sum(1 for w in self.live_workers if w.busy)
+
+    @property
+    def idle_workers(self) -> int:
+        return len(self.live_workers) - self.busy_workers
+
+    def busy_pods(self) -> set[str]:
+        """Pods whose worker runs a job: they must survive a scale-down."""
+        return {w.hostname for w in self.live_workers if w.busy and w.hostname}
+
+
+@dataclass(frozen=True)
+class DeploymentObservation:
+    """Replica counts of the worker Deployment as the API reports them."""
+
+    exists: bool = False
+    replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    updated_replicas: int = 0
+    pods: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one tick saw. `redis` is None when Redis could not be read."""
+
+    time: float
+    redis: RedisObservation | None
+    redis_error: str | None
+    deployment: DeploymentObservation

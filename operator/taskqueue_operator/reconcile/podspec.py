@@ -1,0 +1,82 @@
+"""Pod pieces shared by worker and schedule pods: Redis env, security, scratch space."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskqueue_operator.api.models import RedisSpec, WorkerSpec
+
+TMP_VOLUME = "tmp"
+TMP_PATH = "/tmp"
+
+
+def redis_env(redis: RedisSpec) -> list[dict[str, Any]]:
+    """REDIS_URL by value or from its Secret (the URL never appears in pod args)."""
+    if redis.url_from is not None:
+        ref = redis.url_from.secret_key_ref
+        url: dict[str, Any] = {
+            "name": "REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        }
+    else:
+        url = {"name": "REDIS_URL", "value": redis.url}
+    return [url, {"name": "RQ_KEY_PREFIX", "value": redis.key_prefix}]
+
+
+def downward_env() -> list[dict[str, Any]]:
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+
+
+def container_security_context() -> dict[str, Any]:
+    """Passes the `restricted` Pod Security Standard."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def scratch_volume() -> dict[str, Any]:
+    """The root filesystem is read-only: temp files go to an emptyDir."""
+    return {"name": TMP_VOLUME, "emptyDir": {}}
+
+
+def scratch_mount() -> dict[str, Any]:
+    return {"name": TMP_VOLUME, "mountPath": TMP_PATH}
+
+
+def placement(worker: WorkerSpec) -> dict[str, Any]:
+    """Pod-level fields copied from the worker spec only when set."""
+    fields: dict[str, Any] = {}
+    if worker.service_account_name:
+        fields["serviceAccountName"] = worker.service_account_name
+    if worker.image_pull_secrets:
+        fields["imagePullSecrets"] = [{"name": ref.name} for ref in worker.image_pull_secrets]
+    if worker.node_selector:
+        fields["nodeSelector"] = dict(worker.node_selector)
+    if worker.tolerations:
+        fields["tolerations"] = [dict(t) for t in worker.tolerations]
+    if worker.affinity:
+        fields["affinity"] = dict(worker.affinity)
+    return fields
+
+
+def image_fields(worker: WorkerSpec) -> dict[str, Any]:
+    fields: dict[str, Any] = {"image": worker.image}
+    if worker.image_pull_policy:
+        fields["imagePullPolicy"] = worker.image_pull_policy
+    return fields
+
+
+def user_env(worker: WorkerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The user's env and envFrom, after ours so that they can override defaults."""
+    return [dict(e) for e in worker.env], [dict(e) for e in worker.env_from]
