@@ -1,0 +1,1 @@
+"""RQ worker image: worker and enqueue entrypoints, result storage, example tasks."""

@@ -1,0 +1,154 @@
+"""Environment contract of the worker image, parsed without importing rq.
+
+rq reads ``RQ_KEY_PREFIX`` once, at import time, and raises a bare ``ValueError``
+on a bad value; the entrypoints validate it here first so a bad prefix gives a
+one-line message instead of a traceback.
+
+Variables (all read from the process environment):
+
+``REDIS_URL``
+    Required. ``redis://``, ``rediss://`` or ``unix://`` URL of the queue's Redis.
+``RQ_KEY_PREFIX``
+    Optional, default ``rq``. Prefix of every key rq writes (``<prefix>:queue:<q>``...);
+    honoured by rq itself, so workers, enqueuers and the operator must agree on it.
+``TASKQUEUE_WORKER_CLASS``
+    ``fork`` (default) or ``simple``; the ``--worker-class`` flag wins.
+``POD_NAME``
+    Written as the worker hash's ``hostname``; defaults to the machine's hostname
+    (which Kubernetes also sets to the pod name).
+``TASKQUEUE_HEALTH_FILE``
+    Heartbeat file for the probes; default ``<tempdir>/taskqueue-worker[.<pod>].health``.
+``TASKQUEUE_HEALTH_INTERVAL``
+    Seconds between heartbeat file updates, default 5.
+``TASKQUEUE_LOG_LEVEL``
+    Log level of the JSON logs, default ``INFO``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import socket
+import tempfile
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+
+# Same rule as rq.defaults: the prefix is spliced into Lua and format templates.
+_KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:{}-]+")
+_FILENAME_SAFE_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+DEFAULT_KEY_PREFIX = "rq"
+DEFAULT_HEALTH_INTERVAL = 5.0
+DEFAULT_PROBE_MAX_AGE = 30.0
+
+
+class ConfigError(ValueError):
+    """A bad or missing setting; its message is one line meant for the user."""
+
+
+class WorkerClass(StrEnum):
+    """Which rq worker runs the jobs.
+
+    ``fork`` (the default) forks a work horse per job: a job that leaks memory,
+    segfaults in a C extension or hangs while holding the GIL cannot take the worker
+    down, the parent can hard-kill it at its timeout, and the parent keeps the
+    heartbeat file fresh however busy the job is. ``simple`` runs jobs in the worker
+    process: about twice the throughput on tiny jobs (no fork), at the price of that
+    isolation; choose it for high rates of short, trusted jobs.
+    """
+
+    FORK = "fork"
+    SIMPLE = "simple"
+
+
+DEFAULT_WORKER_CLASS = WorkerClass.FORK
+
+
+def redis_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL", "").strip()
+    if not url:
+        raise ConfigError(
+            "REDIS_URL is not set: point it at the queue's Redis, e.g. redis://redis:6379/0"
+        )
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {url!r}")
+    return url
+
+
+def key_prefix(env: Mapping[str, str]) -> str:
+    prefix = env.get("RQ_KEY_PREFIX", DEFAULT_KEY_PREFIX)
+    if not _KEY_PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(
+            f"RQ_KEY_PREFIX {prefix!r} is invalid: "
+            "only letters, digits and _ . : - { } are allowed"
+        )
+    return prefix
+
+
+def worker_class(flag: str | None, env: Mapping[str, str]) -> WorkerClass:
+    """The flag wins over ``TASKQUEUE_WORKER_CLASS``; neither means the default."""
+    raw = flag if flag is not None else env.get("TASKQUEUE_WORKER_CLASS", "")
+    raw = raw.strip().lower()
+    if not raw:
+        return DEFAULT_WORKER_CLASS
+    try:
+        return WorkerClass(raw)
+    except ValueError:
+        choices = ", ".join(c.value for c in WorkerClass)
+        raise ConfigError(f"worker class {raw!r} is unknown: choose one of {choices}") from None
+
+
+def pod_name(env: Mapping[str, str]) -> str:
+    return env.get("POD_NAME", "").strip() or socket.gethostname()
+
+
+def worker_name(pod: str) -> str:
+    """A name unique per process start.
+
+    Never the bare pod name: a restarted container would find the previous
+    process's worker hash (alive for minutes) and rq refuses to register twice.
+    """
+    return f"{pod}-{secrets.token_hex(4)}"
+
+
+def health_file(env: Mapping[str, str]) -> Path:
+    """``TASKQUEUE_HEALTH_FILE`` or a file in the temp dir (``TMPDIR``: an emptyDir).
+
+    The default carries ``POD_NAME`` so processes sharing a temp dir (the test
+    bed runs pods as local processes) never read each other's heartbeat.
+    """
+    explicit = env.get("TASKQUEUE_HEALTH_FILE", "").strip()
+    if explicit:
+        return Path(explicit)
+    pod = _FILENAME_SAFE_RE.sub("_", env.get("POD_NAME", "").strip())
+    name = f"taskqueue-worker.{pod}.health" if pod else "taskqueue-worker.health"
+    # tempfile.gettempdir() caches its answer; read TMPDIR from `env` so callers
+    # passing an explicit mapping get a consistent result.
+    tmp = env.get("TMPDIR") or tempfile.gettempdir()
+    return Path(tmp) / name
+
+
+def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {raw!r}")
+    return value
+
+
+def log_level(env: Mapping[str, str]) -> str:
+    level = env.get("TASKQUEUE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"TASKQUEUE_LOG_LEVEL {level!r} is not a log level")
+    return level
+
+
+def environ() -> Mapping[str, str]:
+    return os.environ
