@@ -16,8 +16,13 @@ from taskqueue_operator.observation import QueueStats, RedisObservation, WorkerI
 # Per queue in the first round trip, in this order.
 _QUEUE_COMMANDS = 7
 _WORKER_FIELDS = (
-    "state", "hostname", "queues", "death",
-    "successful_job_count", "failed_job_count", "total_working_time",
+    "state",
+    "hostname",
+    "queues",
+    "death",
+    "successful_job_count",
+    "failed_job_count",
+    "total_working_time",
 )
 
 
@@ -59,8 +64,15 @@ async def read_stats(
             index * _QUEUE_COMMANDS : (index + 1) * _QUEUE_COMMANDS
         ]
         stats.append(
-            QueueStats(queue, int(pending), int(running), int(scheduled), int(deferred),
-                       int(failed), int(finished))
+            QueueStats(
+                queue,
+                int(pending),
+                int(running),
+                int(scheduled),
+                int(deferred),
+                int(failed),
+                int(finished),
+            )
         )
         worker_names.update(name for name in (_text(m) for m in members) if name)
 

@@ -43,13 +43,32 @@ CRD_PATHS = [
 
 # JSON Schema keywords that Kubernetes' structural schemas accept as they are.
 _KEPT = {
-    "description", "type", "format", "enum", "default", "pattern", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
-    "minProperties", "maxProperties", "required", "nullable", "multipleOf", "uniqueItems",
+    "description",
+    "type",
+    "format",
+    "enum",
+    "default",
+    "pattern",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "minItems",
+    "maxItems",
+    "minProperties",
+    "maxProperties",
+    "required",
+    "nullable",
+    "multipleOf",
+    "uniqueItems",
 }
 
 
-def structural(schema: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bool = True) -> dict[str, Any]:
+def structural(
+    schema: dict[str, Any], defs: dict[str, Any], *, keep_defaults: bool = True
+) -> dict[str, Any]:
     """Inline refs and rewrite pydantic's JSON Schema idioms into structural OpenAPI."""
     node = copy.deepcopy(schema)
     if "$ref" in node:
@@ -82,9 +101,11 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], *, keep_defaults: b
                 for name, sub in value.items()
             }
         elif key == "items":
-            result[key] = structural(value, defs, keep_defaults=keep_defaults) if value else {
-                "x-kubernetes-preserve-unknown-fields": True
-            }
+            result[key] = (
+                structural(value, defs, keep_defaults=keep_defaults)
+                if value
+                else {"x-kubernetes-preserve-unknown-fields": True}
+            )
         elif key == "additionalProperties":
             if value is True:
                 result["x-kubernetes-preserve-unknown-fields"] = True

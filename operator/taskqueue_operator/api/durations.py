@@ -25,8 +25,12 @@ def format_duration(seconds: float) -> str:
     """The shortest Go-style string for whole seconds (used in messages and defaults)."""
     whole = int(seconds)
     if whole != seconds:
-        return f"{int(round(seconds * 1000))}ms"
+        return f"{round(seconds * 1000)}ms"
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
     return "".join(parts) or "0s"

@@ -178,7 +178,9 @@ class WorkerSpec(ApiModel):
     affinity: dict[str, Any] | None = Field(
         default=None, json_schema_extra=_preserve("A Kubernetes Affinity.")
     )
-    service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_LABEL_PATTERN)
+    service_account_name: str | None = Field(
+        default=None, max_length=253, pattern=DNS_LABEL_PATTERN
+    )
     image_pull_secrets: list[LocalObjectReference] | None = Field(default=None, max_length=16)
     job_timeout: Duration = Field(
         default="360s",
@@ -233,7 +235,10 @@ class ScalingSpec(ApiModel):
     )
     poll_interval: Duration = Field(default="1s", description="How often Redis is observed.")
     max_scale_up_step: int | None = Field(
-        default=None, ge=1, le=1000, description="Most workers added per decision (default: no limit)."
+        default=None,
+        ge=1,
+        le=1000,
+        description="Most workers added per decision (default: no limit).",
     )
     protect_busy_workers: bool = Field(
         default=True,
@@ -275,8 +280,17 @@ class ScheduleSpec(ApiModel):
     schedule: str = Field(
         min_length=1,
         max_length=256,
-        pattern=CRON_PATTERN,
         description="Cron expression (5 fields or @daily-style macro), as for CronJobs.",
+        # A CEL rule rather than `pattern`, so the error is a sentence, not the regex.
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.matches(r'{CRON_PATTERN}')",
+                    "schedule must be a cron expression with 5 fields (minute hour day month "
+                    "weekday, e.g. '0 9 * * *') or a macro such as @daily",
+                )
+            ]
+        },
     )
     time_zone: str | None = Field(default=None, max_length=64, pattern=TIMEZONE_PATTERN)
     function: str = Field(
@@ -305,7 +319,9 @@ class ScheduleSpec(ApiModel):
     @model_validator(mode="after")
     def _valid_cron(self) -> ScheduleSpec:
         if not is_valid_cron(self.schedule):
-            raise ValueError(f"schedules[].schedule {self.schedule!r} is not a valid cron expression")
+            raise ValueError(
+                f"schedules[].schedule {self.schedule!r} is not a valid cron expression"
+            )
         return self
 
 

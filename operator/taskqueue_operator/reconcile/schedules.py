@@ -34,11 +34,16 @@ def enqueue_args(taskqueue: TaskQueue, schedule: ScheduleSpec) -> list[str]:
     queue = schedule.queue or taskqueue.spec.queues[0]
     job_timeout = schedule.job_timeout or taskqueue.spec.worker.job_timeout
     args = [
-        "--function", schedule.function,
-        "--queue", queue,
-        "--args", json.dumps(schedule.args, separators=(",", ":")),
-        "--kwargs", json.dumps(schedule.kwargs, separators=(",", ":"), sort_keys=True),
-        "--job-timeout", _seconds(job_timeout),
+        "--function",
+        schedule.function,
+        "--queue",
+        queue,
+        "--args",
+        json.dumps(schedule.args, separators=(",", ":")),
+        "--kwargs",
+        json.dumps(schedule.kwargs, separators=(",", ":"), sort_keys=True),
+        "--job-timeout",
+        _seconds(job_timeout),
     ]
     if schedule.retry is not None:
         args += ["--retry-max", str(schedule.retry.max)]

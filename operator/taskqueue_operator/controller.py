@@ -1,0 +1,385 @@
+"""One loop per TaskQueue: observe -> decide -> act -> report.
+
+The loop owns no business logic: desired children, the scale decision and the status are
+pure functions (reconcile/, scaling/). Here we only gather inputs (watch events cached in
+memory, one Redis poll per tick) and write the differences (server-side apply, a replica
+patch, a status patch when something changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+import redis.asyncio as aioredis
+import redis.exceptions
+from kubernetes.client.exceptions import ApiException
+
+from taskqueue_operator.adapters import redis_stats
+from taskqueue_operator.adapters.kube import Kube
+from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
+from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
+from taskqueue_operator.reconcile import drift
+from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
+from taskqueue_operator.reconcile.schedules import desired_cronjobs
+from taskqueue_operator.reconcile.status import (
+    ScaleInfo,
+    build_status,
+    patch_due,
+    redact,
+    status_dict,
+    timestamp,
+)
+from taskqueue_operator.reconcile.workers import desired_deployment
+from taskqueue_operator.scaling.policy import ScalerState, decide
+
+EventSink = Callable[[dict[str, Any], str, str, str], None]
+BUSY_POD_DELETION_COST = "10000"
+IDLE_POD_DELETION_COST = "0"
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Timings of the per-TaskQueue loop."""
+
+    fixed_poll_interval: float = 1.0
+    """Observation interval when autoscaling is off (spec.scaling has its own)."""
+    counter_patch_interval: float = 2.0
+    """Status writes for counters alone (pending, running...) at most this often."""
+    secret_refresh_interval: float = 60.0
+    """Re-read the Redis URL Secret this often (and at once after a Redis error)."""
+    redis_timeout: float = 2.0
+    """One observation may take this long before Redis counts as unreachable."""
+
+
+class RedisConnections:
+    """One client per Redis URL, shared by all TaskQueues that use it."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, aioredis.Redis] = {}
+
+    def get(self, url: str) -> aioredis.Redis:
+        if url not in self._clients:
+            self._clients[url] = redis_stats.connect(url)
+        return self._clients[url]
+
+    async def close(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+
+
+@dataclass
+class ChildCache:
+    """The latest watch events of this TaskQueue's children, kept in memory."""
+
+    deployment: dict[str, Any] | None = None
+    cronjobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirty: bool = True
+
+    def record(self, kind: str, event_type: str, body: dict[str, Any]) -> bool:
+        """Keep the latest state; True when the children need a drift check."""
+        name = body["metadata"]["name"]
+        gone = event_type == "DELETED"
+        if kind == "Deployment":
+            self.deployment = None if gone else body
+        elif kind == "CronJob":
+            if gone:
+                self.cronjobs.pop(name, None)
+            else:
+                self.cronjobs[name] = body
+        elif kind == "Pod":
+            if gone:
+                self.pods.pop(name, None)
+            else:
+                self.pods[name] = body
+            return False  # pods never need a reconcile, only the next tick's bookkeeping
+        else:
+            raise ValueError(f"unexpected child kind {kind}")
+        self.dirty = True
+        return True
+
+
+class TaskQueueLoop:
+    """The controller of one TaskQueue, alive while the TaskQueue exists."""
+
+    def __init__(
+        self,
+        body: dict[str, Any],
+        kube: Kube,
+        connections: RedisConnections,
+        post_event: EventSink,
+        settings: LoopSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.body = body
+        self.kube = kube
+        self.connections = connections
+        self.post_event = post_event
+        self.settings = settings or LoopSettings()
+        self.clock = clock
+        self.children = ChildCache()
+        self.wake = asyncio.Event()
+        self.log = logging.getLogger(f"taskqueue.{self.namespace}.{self.name}")
+        self.scaler_state = ScalerState()
+        self.last_status: dict[str, Any] | None = body.get("status") or None
+        self.last_status_patch = 0.0
+        self.last_scale: tuple[str | None, str | None] = (None, None)
+        self.reconciled_generation: int | None = None
+        self.invalid_generation: int | None = None
+        self.redis_url: str | None = None
+        self.redis_url_read_at = 0.0
+        self.redis_was_reachable: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name=f"taskqueue:{self.namespace}/{self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def update_body(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.wake.set()
+
+    def child_event(self, kind: str, event_type: str, body: dict[str, Any]) -> None:
+        """A watch event of a child: cache it and let the loop check for drift."""
+        if self.children.record(kind, event_type, body):
+            self.wake.set()
+
+    async def run(self) -> None:
+        while True:
+            interval = self.settings.fixed_poll_interval
+            try:
+                interval = await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # one bad tick must not end the loop
+                self.log.exception("tick failed: %s", redact(str(error)))
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=interval)
+
+    # ----------------------------------------------------------------------- tick
+
+    def parse(self) -> TaskQueue | None:
+        generation = self.body["metadata"].get("generation")
+        try:
+            return TaskQueue.model_validate(self.body)
+        except pydantic.ValidationError as error:
+            if self.invalid_generation != generation:
+                self.invalid_generation = generation
+                message = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+                )
+                self.post_event(self.body, "Warning", "InvalidSpec", message[:1000])
+            return None
+
+    async def tick(self) -> float:
+        """One pass. Returns the seconds until the next one."""
+        taskqueue = self.parse()
+        if taskqueue is None:
+            return self.settings.fixed_poll_interval * 10
+        scaling = taskqueue.spec.scaling
+        interval = scaling.poll_interval_seconds if scaling else self.settings.fixed_poll_interval
+
+        now = self.clock()
+        redis_observation, redis_error = await self.observe_redis(taskqueue, now)
+        deployment = self.deployment_observation()
+        observation = Observation(now, redis_observation, redis_error, deployment)
+
+        scale = await self.decide_and_scale(taskqueue, observation)
+        await self.reconcile_children(taskqueue, scale.desired_replicas)
+        await self.report(taskqueue, observation, scale)
+        return interval
+
+    # ------------------------------------------------------------------- observe
+
+    async def redis_client(self, taskqueue: TaskQueue, now: float) -> aioredis.Redis:
+        redis_spec = taskqueue.spec.redis
+        if redis_spec.url is not None:
+            return self.connections.get(redis_spec.url)
+        ref = redis_spec.url_from.secret_key_ref  # type: ignore[union-attr]
+        stale = now - self.redis_url_read_at > self.settings.secret_refresh_interval
+        if self.redis_url is None or stale or not self.redis_was_reachable:
+            self.redis_url = await self.kube.read_secret_key(self.namespace, ref.name, ref.key)
+            self.redis_url_read_at = now
+        return self.connections.get(self.redis_url)
+
+    async def observe_redis(
+        self, taskqueue: TaskQueue, now: float
+    ) -> tuple[RedisObservation | None, str | None]:
+        try:
+            client = await self.redis_client(taskqueue, now)
+            observation = await asyncio.wait_for(
+                redis_stats.read_stats(
+                    client, taskqueue.spec.redis.key_prefix, taskqueue.spec.queues, now
+                ),
+                timeout=self.settings.redis_timeout,
+            )
+        except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
+            message = redact(
+                f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            )
+            self.redis_transition(False, message)
+            return None, message
+        except (ApiException, KeyError, ValueError) as error:
+            message = redact(f"cannot read the Redis URL: {error}")
+            self.redis_transition(False, message)
+            return None, message
+        self.redis_transition(True, "Redis answered")
+        return observation, None
+
+    def redis_transition(self, reachable: bool, message: str) -> None:
+        """One Event per change of reachability, not one per tick."""
+        if self.redis_was_reachable is reachable:
+            return
+        if not reachable:
+            self.post_event(self.body, "Warning", "RedisUnreachable", message)
+        elif self.redis_was_reachable is False:
+            self.post_event(self.body, "Normal", "RedisReachable", "Redis answers again")
+        self.redis_was_reachable = reachable
+
+    def deployment_observation(self) -> DeploymentObservation:
+        live = self.children.deployment
+        pods = tuple(
+            sorted(
+                name
+                for name, pod in self.children.pods.items()
+                if not pod["metadata"].get("deletionTimestamp")
+            )
+        )
+        if live is None:
+            return DeploymentObservation(exists=False, pods=pods)
+        status = live.get("status") or {}
+        return DeploymentObservation(
+            exists=True,
+            replicas=int((live.get("spec") or {}).get("replicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            available_replicas=int(status.get("availableReplicas") or 0),
+            updated_replicas=int(status.get("updatedReplicas") or 0),
+            pods=pods,
+        )
+
+    # -------------------------------------------------------------------- decide
+
+    async def decide_and_scale(self, taskqueue: TaskQueue, observation: Observation) -> ScaleInfo:
+        spec = taskqueue.spec
+        if spec.scaling is None:
+            return ScaleInfo(desired_replicas=spec.fixed_replicas)
+        current = observation.deployment.replicas
+        if not observation.deployment.exists:
+            current = spec.scaling.min_replicas
+        decision = decide(
+            spec.scaling, observation.redis, current, self.scaler_state, observation.time
+        )
+        self.scaler_state = decision.state
+        if decision.changed and observation.deployment.exists:
+            if decision.replicas < current and spec.scaling.protect_busy_workers:
+                await self.protect_busy_pods(observation)
+            await self.kube.scale_deployment(
+                self.namespace, worker_deployment_name(self.name), decision.replicas
+            )
+            if self.children.deployment is not None:  # until the watch event catches up
+                self.children.deployment.setdefault("spec", {})["replicas"] = decision.replicas
+            self.last_scale = (timestamp(observation.time), decision.reason)
+            direction = "up" if decision.replicas > current else "down"
+            self.post_event(
+                self.body,
+                "Normal",
+                "Scaled",
+                f"scaled {direction} from {current} to {decision.replicas}: {decision.reason}",
+            )
+        return ScaleInfo(
+            desired_replicas=decision.replicas if observation.deployment.exists else current,
+            limited=decision.limited,
+            last_scale_time=self.last_scale[0],
+            last_scale_reason=self.last_scale[1],
+        )
+
+    async def protect_busy_pods(self, observation: Observation) -> None:
+        """Before a scale-down: the ReplicaSet removes the cheapest pods, so idle ones go."""
+        busy = observation.redis.busy_pods() if observation.redis else set()
+        for name, pod in list(self.children.pods.items()):
+            cost = BUSY_POD_DELETION_COST if name in busy else IDLE_POD_DELETION_COST
+            annotations = pod["metadata"].get("annotations") or {}
+            if annotations.get(DELETION_COST_ANNOTATION) != cost:
+                await self.kube.annotate_pod(self.namespace, name, {DELETION_COST_ANNOTATION: cost})
+
+    # ----------------------------------------------------------------------- act
+
+    async def reconcile_children(self, taskqueue: TaskQueue, replicas: int) -> None:
+        """Apply what is missing or drifted; delete CronJobs of removed schedules."""
+        generation = taskqueue.metadata.get("generation")
+        if not self.children.dirty and self.reconciled_generation == generation:
+            return
+        self.children.dirty = False
+        live = self.children.deployment
+        if taskqueue.spec.autoscaling and live is not None:
+            replicas = int((live.get("spec") or {}).get("replicas") or 0)  # the scaler owns it
+        deployment = desired_deployment(taskqueue, replicas)
+        await self.apply_if_drifted(deployment, live)
+
+        wanted = desired_cronjobs(taskqueue)
+        for name, cronjob in wanted.items():
+            await self.apply_if_drifted(cronjob, self.children.cronjobs.get(name))
+        for name in drift.children_to_delete(set(self.children.cronjobs), set(wanted)):
+            await self.kube.delete_cronjob(self.namespace, name)
+            self.children.cronjobs.pop(name, None)
+            self.post_event(self.body, "Normal", "Deleted", f"CronJob {name}: schedule removed")
+        self.reconciled_generation = generation
+
+    async def apply_if_drifted(self, desired: dict[str, Any], live: dict[str, Any] | None) -> None:
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        if live is not None:
+            paths = drift.drifted_paths(
+                {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]},
+                live,
+            )
+            if not paths:
+                return
+            self.log.info("%s %s drifted at %s: applying", kind, name, ", ".join(paths[:5]))
+        applied = await self.kube.apply(desired)
+        # Remember what we wrote: the watch event may come after the next tick.
+        if kind == "Deployment":
+            self.children.deployment = applied
+        else:
+            self.children.cronjobs[name] = applied
+        if live is None:
+            self.post_event(self.body, "Normal", "Created", f"{kind} {name}")
+        else:
+            self.post_event(self.body, "Normal", "Updated", f"{kind} {name}: restored the spec")
+
+    # -------------------------------------------------------------------- report
+
+    async def report(
+        self, taskqueue: TaskQueue, observation: Observation, scale: ScaleInfo
+    ) -> None:
+        previous = TaskQueueStatus.model_validate(self.last_status) if self.last_status else None
+        status = status_dict(build_status(taskqueue, observation, scale, previous))
+        since = observation.time - self.last_status_patch
+        if not patch_due(self.last_status, status, since, self.settings.counter_patch_interval):
+            return
+        await self.kube.patch_status(self.namespace, self.name, status)
+        self.last_status = status
+        self.last_status_patch = observation.time

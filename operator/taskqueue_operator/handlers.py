@@ -1,0 +1,77 @@
+"""kopf decorators only: watch events in, loops of the registry do the work."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from taskqueue_operator.adapters.kube import Kube, load_config
+from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
+from taskqueue_operator.reconcile.labels import MANAGED_BY, TASKQUEUE_LABEL
+from taskqueue_operator.registry import LoopRegistry
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY, TASKQUEUE_LABEL: kopf.PRESENT}
+_registry: LoopRegistry | None = None
+
+
+def post_event(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
+    kopf.event(kopf.Body(body), type=event_type, reason=reason, message=message)
+
+
+def registry() -> LoopRegistry:
+    if _registry is None:
+        raise RuntimeError("the operator has not started")
+    return _registry
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _registry
+    # Our own group for kopf's bookkeeping, should it ever write any.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    # Events come from our loops; kopf's own log lines become Events only when they warn.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.reconnect_backoff = 1.0
+    load_config()
+    _registry = LoopRegistry(Kube(), post_event)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if _registry is not None:
+        await _registry.stop_all()
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def taskqueue_event(event: dict[str, Any], **_: Any) -> None:
+    await registry().taskqueue_event(event.get("type"), event["object"])
+
+
+def _route(kind: str, event: dict[str, Any]) -> None:
+    body = event["object"]
+    meta = body["metadata"]
+    owner = (meta["namespace"], meta["labels"][TASKQUEUE_LABEL])
+    registry().child_event(owner, kind, event.get("type"), body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def deployment_event(event: dict[str, Any], **_: Any) -> None:
+    _route("Deployment", event)
+
+
+@kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
+async def cronjob_event(event: dict[str, Any], **_: Any) -> None:
+    _route("CronJob", event)
+
+
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+async def pod_event(event: dict[str, Any], **_: Any) -> None:
+    _route("Pod", event)

@@ -1,0 +1,60 @@
+"""`taskqueue-operator`: kopf with our settings (peering off, liveness, namespaces)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import kopf
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="taskqueue-operator",
+        description="Reconcile TaskQueue resources into RQ worker Deployments and CronJobs.",
+    )
+    parser.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[n for n in os.environ.get("WATCH_NAMESPACES", "").split(",") if n],
+        help="watch only this namespace (repeatable; env WATCH_NAMESPACES, comma-separated); "
+        "default: all namespaces",
+    )
+    parser.add_argument(
+        "--liveness",
+        default=os.environ.get("LIVENESS_ENDPOINT", "http://0.0.0.0:8080/healthz"),
+        help="kopf liveness endpoint URL (empty to disable)",
+    )
+    parser.add_argument(
+        "--peering",
+        default=os.environ.get("PEERING_NAME", ""),
+        help="kopf peering name for several replicas (default: standalone, no peering)",
+    )
+    parser.add_argument("--verbose", "-v", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if options.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    import taskqueue_operator.handlers  # noqa: F401 - registers the kopf handlers
+
+    kopf.configure(verbose=options.verbose)
+    kopf.run(
+        standalone=not options.peering,
+        peering_name=options.peering or None,
+        clusterwide=not options.namespace,
+        namespaces=options.namespace,
+        liveness_endpoint=options.liveness or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The TaskQueue status: a pure function of the spec, one observation and the last status."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from taskqueue_operator.api.models import (
+    Condition,
+    QueueStatus,
+    TaskQueue,
+    TaskQueueStatus,
+    WorkerCounts,
+)
+from taskqueue_operator.observation import Observation
+from taskqueue_operator.reconcile.labels import selector_string, worker_selector
+
+# Fields that move with every job; everything else is "structure" and is patched at once.
+COUNTER_FIELDS = frozenset({"pending", "running", "scheduled", "deadLetters", "workers", "queues"})
+# Not compared at all: it only says when the rest was last seen.
+VOLATILE_FIELDS = frozenset({"lastObservedTime"})
+_CREDENTIALS = re.compile(r"(://[^/@\s:]*:)[^/@\s]+@")
+
+
+@dataclass(frozen=True)
+class ScaleInfo:
+    """What the scaler decided this tick (or the fixed size), for the status."""
+
+    desired_replicas: int
+    limited: str | None = None
+    last_scale_time: str | None = None
+    last_scale_reason: str | None = None
+
+
+def timestamp(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def redact(text: str) -> str:
+    """Error texts may quote a URL: never let a password reach status or Events."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def _condition(
+    previous: dict[str, Condition],
+    kind: str,
+    status: bool,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> Condition:
+    """Keep lastTransitionTime unless the status flips, as Kubernetes conditions do."""
+    value = "True" if status else "False"
+    old = previous.get(kind)
+    since = old.last_transition_time if old is not None and old.status == value else now
+    return Condition(
+        type=kind,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def build_status(
+    taskqueue: TaskQueue,
+    observation: Observation,
+    scale: ScaleInfo,
+    previous: TaskQueueStatus | None,
+) -> TaskQueueStatus:
+    """The status to report. Counters survive a Redis outage: they show the last known values."""
+    previous = previous or TaskQueueStatus()
+    now = timestamp(observation.time)
+    generation = taskqueue.metadata.get("generation")
+    old_conditions = {c.type: c for c in previous.conditions or []}
+    redis = observation.redis
+    deployment = observation.deployment
+
+    if redis is not None:
+        queues = [
+            QueueStatus(
+                name=q.name,
+                pending=q.pending,
+                running=q.running,
+                scheduled=q.scheduled,
+                deferred=q.deferred,
+                failed=q.failed,
+            )
+            for q in redis.queues
+        ]
+        workers = WorkerCounts(
+            total=len(redis.live_workers), busy=redis.busy_workers, idle=redis.idle_workers
+        )
+        pending, running, scheduled, failed = (
+            redis.pending,
+            redis.running,
+            redis.scheduled,
+            redis.failed,
+        )
+    else:
+        queues = list(previous.queues or [])
+        workers = previous.workers or WorkerCounts()
+        pending, running, scheduled, failed = (
+            previous.pending,
+            previous.running,
+            previous.scheduled,
+            previous.dead_letters,
+        )
+
+    conditions = [
+        _redis_condition(old_conditions, observation, now, generation),
+        _dead_letter_condition(old_conditions, queues, failed, now, generation),
+        _scaling_condition(old_conditions, taskqueue, scale, now, generation),
+        _ready_condition(old_conditions, observation, scale, now, generation),
+    ]
+    return TaskQueueStatus(
+        observed_generation=generation,
+        selector=selector_string(worker_selector(taskqueue.name)),
+        queue_names=",".join(taskqueue.spec.queues),
+        replicas=deployment.replicas,
+        desired_replicas=scale.desired_replicas,
+        ready_replicas=deployment.ready_replicas,
+        pending=pending,
+        running=running,
+        scheduled=scheduled,
+        dead_letters=failed,
+        workers=workers,
+        queues=queues,
+        schedules=previous.schedules,
+        last_observed_time=now if redis is not None else previous.last_observed_time,
+        last_scale_time=scale.last_scale_time or previous.last_scale_time,
+        last_scale_reason=scale.last_scale_reason or previous.last_scale_reason,
+        conditions=conditions,
+    )
+
+
+def _redis_condition(
+    old: dict[str, Condition], observation: Observation, now: str, generation: int | None
+) -> Condition:
+    if observation.redis is not None:
+        return _condition(
+            old, "RedisReachable", True, "Connected", "Redis answered", now, generation
+        )
+    message = redact(observation.redis_error or "Redis did not answer")
+    return _condition(old, "RedisReachable", False, "ConnectionFailed", message, now, generation)
+
+
+def _dead_letter_condition(
+    old: dict[str, Condition],
+    queues: list[QueueStatus],
+    failed: int | None,
+    now: str,
+    generation: int | None,
+) -> Condition:
+    if failed:
+        per_queue = ", ".join(f"{q.name}={q.failed}" for q in queues if q.failed)
+        message = f"{failed} failed jobs in the dead-letter registries ({per_queue})"
+        return _condition(old, "DeadLetters", True, "FailedJobs", message, now, generation)
+    return _condition(old, "DeadLetters", False, "NoFailedJobs", "no failed jobs", now, generation)
+
+
+def _scaling_condition(
+    old: dict[str, Condition],
+    taskqueue: TaskQueue,
+    scale: ScaleInfo,
+    now: str,
+    generation: int | None,
+) -> Condition:
+    if not taskqueue.spec.autoscaling:
+        message = f"autoscaling off: spec.replicas={taskqueue.spec.fixed_replicas}"
+        return _condition(old, "ScalingLimited", False, "FixedReplicas", message, now, generation)
+    if scale.limited:
+        return _condition(old, "ScalingLimited", True, "Limited", scale.limited, now, generation)
+    return _condition(
+        old, "ScalingLimited", False, "WithinLimits", "scaling freely", now, generation
+    )
+
+
+def _ready_condition(
+    old: dict[str, Condition],
+    observation: Observation,
+    scale: ScaleInfo,
+    now: str,
+    generation: int | None,
+) -> Condition:
+    deployment = observation.deployment
+    if observation.redis is None:
+        return _condition(
+            old, "Ready", False, "RedisUnreachable", "Redis is unreachable", now, generation
+        )
+    if not deployment.exists:
+        return _condition(
+            old, "Ready", False, "DeploymentMissing", "worker Deployment not found", now, generation
+        )
+    if deployment.ready_replicas < scale.desired_replicas:
+        message = f"{deployment.ready_replicas}/{scale.desired_replicas} workers ready"
+        return _condition(old, "Ready", False, "WorkersNotReady", message, now, generation)
+    message = f"{deployment.ready_replicas}/{scale.desired_replicas} workers ready"
+    return _condition(old, "Ready", True, "WorkersReady", message, now, generation)
+
+
+def status_dict(status: TaskQueueStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def patch_due(
+    previous: dict[str, Any] | None,
+    current: dict[str, Any],
+    seconds_since_last_patch: float,
+    counter_interval: float,
+) -> bool:
+    """Write status only on change; counters alone at most every `counter_interval` seconds."""
+    if previous is None:
+        return True
+    changed = {
+        key
+        for key in set(previous) | set(current)
+        if key not in VOLATILE_FIELDS and previous.get(key) != current.get(key)
+    }
+    if not changed:
+        return False
+    if changed - COUNTER_FIELDS:
+        return True
+    return seconds_since_last_patch >= counter_interval

@@ -1,0 +1,75 @@
+"""Which TaskQueue loops run, and routing of child watch events to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskqueue_operator.adapters.kube import Kube
+from taskqueue_operator.controller import (
+    ChildCache,
+    EventSink,
+    LoopSettings,
+    RedisConnections,
+    TaskQueueLoop,
+)
+
+Key = tuple[str, str]
+
+
+class LoopRegistry:
+    """Starts a loop when a TaskQueue appears, stops it when the TaskQueue is gone.
+
+    Child events can arrive before their TaskQueue's (the watches start together):
+    they are kept in a cache that the loop adopts when it starts.
+    """
+
+    def __init__(
+        self,
+        kube: Kube,
+        post_event: EventSink,
+        settings: LoopSettings | None = None,
+    ) -> None:
+        self.kube = kube
+        self.post_event = post_event
+        self.settings = settings or LoopSettings()
+        self.connections = RedisConnections()
+        self.loops: dict[Key, TaskQueueLoop] = {}
+        self.orphans: dict[Key, ChildCache] = {}
+
+    async def taskqueue_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        gone = event_type == "DELETED" or bool(meta.get("deletionTimestamp"))
+        loop = self.loops.get(key)
+        if loop is not None and loop.body["metadata"].get("uid") != meta.get("uid"):
+            await self.loops.pop(key).stop()  # deleted and re-created under the same name
+            loop = None
+        if gone:
+            if loop is not None:
+                await self.loops.pop(key).stop()
+            self.orphans.pop(key, None)
+            return
+        if loop is None:
+            loop = TaskQueueLoop(body, self.kube, self.connections, self.post_event, self.settings)
+            cached = self.orphans.pop(key, None)
+            if cached is not None:
+                loop.children = cached
+            self.loops[key] = loop
+            loop.start()
+        else:
+            loop.update_body(body)
+
+    def child_event(
+        self, owner: Key, kind: str, event_type: str | None, body: dict[str, Any]
+    ) -> None:
+        loop = self.loops.get(owner)
+        if loop is not None:
+            loop.child_event(kind, event_type or "ADDED", body)
+            return
+        self.orphans.setdefault(owner, ChildCache()).record(kind, event_type or "ADDED", body)
+
+    async def stop_all(self) -> None:
+        for loop in list(self.loops.values()):
+            await loop.stop()
+        self.loops.clear()
+        await self.connections.close()
