@@ -74,7 +74,11 @@ async def read_stats(
                 int(finished),
             )
         )
-        worker_names.update(name for name in (_text(m) for m in members) if name)
+        # The per-queue sets hold whole keys, "<prefix>:worker:<name>".
+        worker_key = f"{key_prefix}:worker:"
+        worker_names.update(
+            name.removeprefix(worker_key) for name in (_text(m) for m in members) if name
+        )
 
     names = sorted(worker_names)
     workers: list[WorkerInfo] = []

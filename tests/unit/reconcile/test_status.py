@@ -1,0 +1,116 @@
+"""Status from observations: counters, conditions, and when to write."""
+
+from __future__ import annotations
+
+from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
+from taskqueue_operator.observation import (
+    DeploymentObservation,
+    Observation,
+    QueueStats,
+    RedisObservation,
+    WorkerInfo,
+)
+from taskqueue_operator.reconcile.status import (
+    ScaleInfo,
+    build_status,
+    patch_due,
+    redact,
+    status_dict,
+)
+
+NOW = 1_800_000_000.0
+
+
+def observe(
+    redis: RedisObservation | None, ready: int = 2, error: str | None = None
+) -> Observation:
+    deployment = DeploymentObservation(exists=True, replicas=2, ready_replicas=ready)
+    return Observation(NOW, redis, error, deployment)
+
+
+def redis_with(failed: int = 0) -> RedisObservation:
+    return RedisObservation(
+        time=NOW,
+        queues=(
+            QueueStats("high", pending=3, running=1),
+            QueueStats("default", pending=17, running=1, scheduled=2, failed=failed),
+        ),
+        workers=(
+            WorkerInfo("w1", "busy", "pod-a", job_ids=("j1",)),
+            WorkerInfo("w2", "busy", "pod-b", job_ids=("j2",)),
+            WorkerInfo("w3", "idle", "pod-c"),
+            WorkerInfo("w4", "idle", "pod-d", dead=True),
+        ),
+    )
+
+
+def conditions(status: TaskQueueStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in status.conditions or []}
+
+
+def test_counts_and_columns(taskqueue: TaskQueue) -> None:
+    status = build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
+    assert (status.pending, status.running, status.scheduled, status.dead_letters) == (20, 2, 2, 0)
+    assert status.workers is not None
+    assert (status.workers.total, status.workers.busy, status.workers.idle) == (3, 2, 1)
+    assert status.queue_names == "high,default"
+    assert status.observed_generation == 3
+    assert status.selector == "taskqueue.dev/component=worker,taskqueue.dev/taskqueue=backtests"
+    assert (status.replicas, status.desired_replicas, status.ready_replicas) == (2, 2, 2)
+    assert conditions(status) == {
+        "RedisReachable": ("True", "Connected"),
+        "DeadLetters": ("False", "NoFailedJobs"),
+        "ScalingLimited": ("False", "FixedReplicas"),
+        "Ready": ("True", "WorkersReady"),
+    }
+
+
+def test_dead_letters_condition(taskqueue: TaskQueue) -> None:
+    status = build_status(taskqueue, observe(redis_with(failed=2)), ScaleInfo(2), None)
+    assert status.dead_letters == 2
+    assert conditions(status)["DeadLetters"] == ("True", "FailedJobs")
+    message = next(c.message for c in status.conditions or [] if c.type == "DeadLetters")
+    assert "default=2" in message
+
+
+def test_redis_outage_keeps_last_counts_and_says_why(taskqueue: TaskQueue) -> None:
+    before = build_status(taskqueue, observe(redis_with(failed=1)), ScaleInfo(2), None)
+    error = "ConnectionError: Error 111 connecting to redis://u:hunter2@r:6379. Refused."
+    after = build_status(taskqueue, observe(None, error=error), ScaleInfo(2), before)
+    assert after.pending == 20 and after.dead_letters == 1
+    assert conditions(after)["RedisReachable"] == ("False", "ConnectionFailed")
+    assert conditions(after)["Ready"] == ("False", "RedisUnreachable")
+    text = str(status_dict(after))
+    assert "hunter2" not in text and "Refused" in text
+
+
+def test_transition_time_kept_while_status_holds(taskqueue: TaskQueue) -> None:
+    first = build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
+    later = Observation(NOW + 60, redis_with(), None, DeploymentObservation(True, 2, 2))
+    second = build_status(taskqueue, later, ScaleInfo(2), first)
+    assert [c.last_transition_time for c in first.conditions or []] == [
+        c.last_transition_time for c in second.conditions or []
+    ]
+
+
+def test_not_ready_while_workers_start(taskqueue: TaskQueue) -> None:
+    status = build_status(taskqueue, observe(redis_with(), ready=1), ScaleInfo(2), None)
+    assert conditions(status)["Ready"] == ("False", "WorkersNotReady")
+
+
+def test_redact() -> None:
+    assert (
+        redact("redis://:pw@h:1/0 and rediss://user:pw2@h")
+        == "redis://:***@h:1/0 and rediss://user:***@h"
+    )
+
+
+def test_patch_only_on_change_and_counters_throttled() -> None:
+    base = {"pending": 1, "conditions": [{"type": "Ready"}], "lastObservedTime": "t1"}
+    assert patch_due(None, base, 0, 2.0)
+    assert not patch_due(base, {**base, "lastObservedTime": "t2"}, 100, 2.0)
+    counters = {**base, "pending": 2}
+    assert not patch_due(base, counters, 0.5, 2.0)
+    assert patch_due(base, counters, 2.0, 2.0)
+    structure = {**base, "conditions": [{"type": "Ready", "status": "False"}]}
+    assert patch_due(base, structure, 0.0, 2.0)
