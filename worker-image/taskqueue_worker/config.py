@@ -22,6 +22,10 @@ Variables (all read from the process environment):
     Seconds between heartbeat file updates, default 5.
 ``TASKQUEUE_LOG_LEVEL``
     Log level of the JSON logs, default ``INFO``.
+``TASKQUEUE_PRELOAD``
+    Comma-separated modules the worker imports before its first job (e.g. the
+    task modules, ``pandas``): fork workers' work horses then inherit them instead
+    of importing them again for every job.
 """
 
 from __future__ import annotations
@@ -148,6 +152,15 @@ def log_level(env: Mapping[str, str]) -> str:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"TASKQUEUE_LOG_LEVEL {level!r} is not a log level")
     return level
+
+
+def preload_modules(env: Mapping[str, str]) -> list[str]:
+    raw = env.get("TASKQUEUE_PRELOAD", "")
+    modules = [m.strip() for m in raw.split(",") if m.strip()]
+    for module in modules:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):
+            raise ConfigError(f"TASKQUEUE_PRELOAD: {module!r} is not a module name")
+    return modules
 
 
 def environ() -> Mapping[str, str]:

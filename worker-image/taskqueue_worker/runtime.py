@@ -6,6 +6,7 @@ Imported only after the environment has been validated (rq reads
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import sys
@@ -25,6 +26,7 @@ log = logging.getLogger("taskqueue.worker")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_PRELOAD = 3
 EXIT_REDIS_UNREACHABLE = 4
 
 
@@ -91,6 +93,7 @@ class WorkerSettings:
     log_level: str
     burst: bool = False
     max_jobs: int | None = None
+    preload: tuple[str, ...] | list[str] = ()
 
 
 def _status_fn(url: str, worker: Any) -> Any:
@@ -122,6 +125,15 @@ def run(settings: WorkerSettings) -> int:
 
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
+
+    for module in settings.preload:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            log.error(
+                "TASKQUEUE_PRELOAD: importing %s failed: %s: %s", module, type(exc).__name__, exc
+            )
+            return EXIT_PRELOAD
 
     connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     try:

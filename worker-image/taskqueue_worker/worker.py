@@ -12,8 +12,9 @@ Queues are listened to in the order given (priority order). Environment: see
 Exit codes: 0 after a warm shutdown (first SIGTERM/SIGINT: the running job
 finishes first) or a finished ``--burst``; 1 when the loop ends otherwise or on a
 cold shutdown (a second signal more than 1 s after the first); 2 for a bad
-setting or argument; 4 when Redis is unreachable at start-up. ``--probe``
-exits 0 when the heartbeat file is fresh, 1 otherwise, printing one line.
+setting or argument; 3 when a ``TASKQUEUE_PRELOAD`` module fails to import;
+4 when Redis is unreachable at start-up. ``--probe`` exits 0 when the heartbeat
+file is fresh, 1 otherwise, printing one line.
 
 This module imports neither rq nor pandas, so probes start fast and a bad
 ``RQ_KEY_PREFIX`` is reported in one line.
@@ -98,6 +99,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
                 env, "TASKQUEUE_HEALTH_INTERVAL", config.DEFAULT_HEALTH_INTERVAL
             ),
             "log_level": level,
+            "preload": config.preload_modules(env),
             "burst": args.burst,
             "max_jobs": args.max_jobs,
         }
