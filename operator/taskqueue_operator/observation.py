@@ -28,12 +28,20 @@ class WorkerInfo:
     state: str
     hostname: str | None
     queues: tuple[str, ...] = ()
-    job_ids: tuple[str, ...] = ()
+    executions: tuple[str, ...] = ()
+    """Started executions, as RQ keys them: `<job id>:<execution id>`."""
     dead: bool = False
+    birth: str = ""
+    """RQ's ISO timestamp of the worker's start: orders workers of one pod."""
     # Lifetime counters RQ keeps in the worker hash: the source of service-time estimates.
     successful_job_count: int = 0
     failed_job_count: int = 0
     total_working_time: float = 0.0
+
+    @property
+    def job_ids(self) -> tuple[str, ...]:
+        # Job ids may contain ':'; execution ids never do.
+        return tuple(sorted({execution.rsplit(":", 1)[0] for execution in self.executions}))
 
     @property
     def busy(self) -> bool:

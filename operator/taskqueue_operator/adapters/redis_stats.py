@@ -23,6 +23,7 @@ _WORKER_FIELDS = (
     "successful_job_count",
     "failed_job_count",
     "total_working_time",
+    "birth",
 )
 
 
@@ -30,11 +31,6 @@ def _text(value: object) -> str | None:
     if value is None:
         return None
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _job_id(composite_key: str) -> str:
-    """Worker execution entries are `<job id>:<execution id>`; job ids may contain ':'."""
-    return composite_key.rsplit(":", 1)[0]
 
 
 async def read_stats(
@@ -89,7 +85,7 @@ async def read_stats(
             second.smembers(f"{key_prefix}:worker:{name}:executions")
         worker_replies = await second.execute()
         for position, name in enumerate(names):
-            state, hostname, worker_queues, death, successes, failures, working = (
+            state, hostname, worker_queues, death, successes, failures, working, birth = (
                 _text(v) for v in worker_replies[2 * position]
             )
             executions = worker_replies[2 * position + 1]
@@ -101,11 +97,12 @@ async def read_stats(
                     state=state or "?",
                     hostname=hostname,
                     queues=tuple(q for q in (worker_queues or "").split(",") if q),
-                    job_ids=tuple(sorted(_job_id(_text(e) or "") for e in executions)),
+                    executions=tuple(sorted(_text(e) or "" for e in executions)),
                     dead=death is not None,
                     successful_job_count=int(successes or 0),
                     failed_job_count=int(failures or 0),
                     total_working_time=float(working or 0.0),
+                    birth=birth or "",
                 )
             )
     return RedisObservation(time=now, queues=tuple(stats), workers=tuple(workers))

@@ -468,6 +468,17 @@ class TaskQueue(ApiModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: TaskQueueSpec
 
+    @model_validator(mode="after")
+    def _cronjob_names_fit(self) -> TaskQueue:
+        name = str(self.metadata.get("name", ""))
+        for schedule in self.spec.schedules:
+            if len(name) + 1 + len(schedule.name) > MAX_CRONJOB_NAME:
+                raise ValueError(
+                    f"metadata.name and schedules[].name {schedule.name!r} together must fit "
+                    f"a CronJob name: at most {MAX_CRONJOB_NAME - 1} characters"
+                )
+        return self
+
     @property
     def name(self) -> str:
         return str(self.metadata["name"])

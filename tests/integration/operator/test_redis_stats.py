@@ -80,8 +80,15 @@ def test_busy_worker_is_seen_with_its_pod_and_job(
     job = queue.enqueue("time.sleep", 30)
     rq_bin = Path(sys.executable).with_name("rq")
     process = subprocess.Popen(
-        [str(rq_bin), "worker", "--url", redis_server.url, "--worker-class", "rq.SimpleWorker",
-         "busy"],
+        [
+            str(rq_bin),
+            "worker",
+            "--url",
+            redis_server.url,
+            "--worker-class",
+            "rq.SimpleWorker",
+            "busy",
+        ],
         env={**os.environ, "HOSTNAME": "pod-a"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

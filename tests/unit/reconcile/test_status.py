@@ -36,8 +36,8 @@ def redis_with(failed: int = 0) -> RedisObservation:
             QueueStats("default", pending=17, running=1, scheduled=2, failed=failed),
         ),
         workers=(
-            WorkerInfo("w1", "busy", "pod-a", job_ids=("j1",)),
-            WorkerInfo("w2", "busy", "pod-b", job_ids=("j2",)),
+            WorkerInfo("w1", "busy", "pod-a", executions=("j1:e1",)),
+            WorkerInfo("w2", "busy", "pod-b", executions=("j2:e2",)),
             WorkerInfo("w3", "idle", "pod-c"),
             WorkerInfo("w4", "idle", "pod-d", dead=True),
         ),

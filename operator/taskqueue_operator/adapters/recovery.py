@@ -1,0 +1,159 @@
+"""Requeue or fail the jobs of a vanished worker, with RQ's own job and registry APIs.
+
+Nothing here runs job callbacks or unpickles job data (the operator has no application
+code): jobs are fetched as hashes, moved with `Job.retry`, `Queue._enqueue_job` or
+`Job._handle_failure`, the same calls RQ's worker makes. Each job is handled in one
+MULTI/EXEC under WATCH of its hash, so RQ's own cleanup or a second operator tick racing
+with us cannot requeue it twice.
+
+RQ reads its key prefix once, at import (RQ_KEY_PREFIX). A TaskQueue with another
+prefix is recovered in a short-lived subprocess started with that prefix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import redis
+from rq import Queue
+from rq.defaults import RQ_KEY_PREFIX
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
+from rq.utils import now
+
+from taskqueue_operator.reconcile.abandoned import AbandonedJob
+
+Policy = Literal["requeue", "fail"]
+# A job that kills its pod every time (OOM) must not loop forever on policy requeues.
+MAX_POLICY_REQUEUES = 3
+ABANDON_COUNT_META = "taskqueue_abandoned"
+
+
+@dataclass(frozen=True)
+class Recovered:
+    job_id: str
+    action: Literal["retried", "requeued", "failed", "already-handled", "missing"]
+    worker: str
+    pod: str
+
+
+def recover(connection: redis.Redis, jobs: list[AbandonedJob], policy: Policy) -> list[Recovered]:
+    """Handle each abandoned job once; then forget the dead workers' registrations."""
+    results = [_recover_one(connection, job, policy) for job in jobs]
+    for worker in sorted({job.worker for job in jobs}):
+        _forget_worker(connection, worker)
+    return results
+
+
+def _recover_one(connection: redis.Redis, abandoned: AbandonedJob, policy: Policy) -> Recovered:
+    def result(action: str) -> Recovered:
+        return Recovered(abandoned.job_id, action, abandoned.worker, abandoned.pod)  # type: ignore[arg-type]
+
+    execution_key = f"{RQ_KEY_PREFIX}:execution:{abandoned.execution}"
+    worker_executions = f"{RQ_KEY_PREFIX}:worker:{abandoned.worker}:executions"
+    job_key = Job.key_for(abandoned.job_id)
+    with connection.pipeline() as pipe:
+        for _attempt in range(5):
+            try:
+                pipe.watch(job_key)
+                try:
+                    job = Job.fetch(abandoned.job_id, connection=connection)
+                except NoSuchJobError:
+                    pipe.unwatch()
+                    connection.srem(worker_executions, abandoned.execution)
+                    connection.delete(execution_key)
+                    return result("missing")
+                registry = StartedJobRegistry(job.origin, connection=connection)
+                still_started = connection.zscore(registry.key, abandoned.execution) is not None
+                if not still_started or job.get_status(refresh=False) != JobStatus.STARTED:
+                    pipe.unwatch()
+                    connection.srem(worker_executions, abandoned.execution)
+                    return result("already-handled")
+                pipe.multi()
+                pipe.zrem(registry.key, abandoned.execution)
+                pipe.srem(worker_executions, abandoned.execution)
+                pipe.delete(execution_key)
+                action = _move(
+                    job, Queue(job.origin, connection=connection), abandoned, policy, pipe
+                )
+                pipe.execute()
+                return result(action)
+            except redis.WatchError:
+                continue  # the job changed under us: look again
+    return result("already-handled")
+
+
+def _move(
+    job: Job, queue: Queue, abandoned: AbandonedJob, policy: Policy, pipe: redis.client.Pipeline
+) -> str:
+    if job.should_retry:
+        job.retry(queue, pipe)  # counts against the job's own Retry, honours its intervals
+        return "retried"
+    count = int(job.meta.get(ABANDON_COUNT_META, 0))
+    if policy == "requeue" and count < MAX_POLICY_REQUEUES:
+        job.meta[ABANDON_COUNT_META] = count + 1
+        queue._enqueue_job(job, pipeline=pipe, at_front=True)
+        return "requeued"
+    job.meta[ABANDON_COUNT_META] = count + 1
+    job.ended_at = now()
+    job.set_status(JobStatus.FAILED, pipeline=pipe)
+    job.save(pipeline=pipe, include_meta=True)
+    reason = (
+        f"AbandonedJob: the worker {abandoned.worker} stopped while running this job "
+        f"({abandoned.cause}); recovered by taskqueue-operator with policy {policy}"
+    )
+    job._handle_failure(reason, pipe, worker_name=abandoned.worker)
+    return "failed"
+
+
+def _forget_worker(connection: redis.Redis, worker: str) -> None:
+    """What RQ does when it finds a dead worker's hash expired, done now."""
+    key = f"{RQ_KEY_PREFIX}:worker:{worker}"
+    queues = connection.hget(key, "queues")
+    with connection.pipeline() as pipe:
+        pipe.delete(key)
+        pipe.srem(f"{RQ_KEY_PREFIX}:workers", key)
+        for queue in (queues or b"").decode().split(","):
+            if queue:
+                pipe.srem(f"{RQ_KEY_PREFIX}:workers:{queue}", key)
+        pipe.execute()
+
+
+def recover_with_prefix(
+    url: str, key_prefix: str, jobs: list[AbandonedJob], policy: Policy
+) -> list[Recovered]:
+    """In this process when the prefix is RQ's, else in a subprocess that imports rq with it."""
+    if key_prefix == RQ_KEY_PREFIX:
+        connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            return recover(connection, jobs, policy)
+        finally:
+            connection.close()
+    payload = json.dumps({"url": url, "policy": policy, "jobs": [asdict(j) for j in jobs]})
+    completed = subprocess.run(
+        [sys.executable, "-m", "taskqueue_operator.adapters.recovery"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RQ_KEY_PREFIX": key_prefix},
+        timeout=60,
+        check=True,
+    )
+    return [Recovered(**item) for item in json.loads(completed.stdout)]
+
+
+def _main() -> None:
+    request = json.loads(sys.stdin.read())
+    jobs = [AbandonedJob(**item) for item in request["jobs"]]
+    connection = redis.Redis.from_url(request["url"], socket_timeout=5)
+    print(json.dumps([asdict(r) for r in recover(connection, jobs, request["policy"])]))
+
+
+if __name__ == "__main__":
+    _main()

@@ -1,0 +1,67 @@
+"""Fixtures for operator e2e tests: the CRD, a running operator, a Redis Secret."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import Kubectl, make_secret
+from testbed.ports import free_port
+from testbed.redis_server import RedisServer
+
+REPO = Path(__file__).resolve().parents[3]
+CRD = REPO / "crds" / "taskqueues.taskqueue.dev.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: Any) -> None:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/taskqueues.taskqueue.dev"
+    )
+
+
+@pytest.fixture(scope="session")
+def operator_process(cluster: Any, crd_installed: None) -> Iterator[Path]:
+    """The operator as a local process with the admin kubeconfig, watching all namespaces."""
+    log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
+    binary = Path(sys.executable).with_name("taskqueue-operator")
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--verbose"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        time.sleep(1.0)
+        assert process.poll() is None, log_path.read_text()
+        yield log_path
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def kube(cluster: Any, namespace: str) -> Kubectl:
+    return Kubectl(cluster, namespace)
+
+
+@pytest.fixture
+def redis_secret(kube: Kubectl, redis_server: RedisServer) -> str:
+    """A Secret `redis-url` with the session Redis URL (flushed per test by redis_client)."""
+    make_secret(kube, "redis-url", redis_server.url)
+    return "redis-url"

@@ -1,0 +1,91 @@
+"""Helpers for e2e tests: kubectl bound to a namespace, polling, manifests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout: float, interval: float = 0.2, message: str = "condition"
+) -> Any:
+    """Poll until `predicate` returns something truthy; fail with the last value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+
+
+class Kubectl:
+    """kubectl bound to one namespace, JSON in and out."""
+
+    def __init__(self, cluster: Any, namespace: str) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+
+    def run(
+        self, *args: str, input: str | None = None, check: bool = True, namespaced: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        scope = ("-n", self.namespace) if namespaced else ()
+        return self.cluster.kubectl(*scope, *args, input=input, check=check)
+
+    def apply(
+        self, body: dict[str, Any] | str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        text = body if isinstance(body, str) else json.dumps(body)
+        return self.run("apply", "-f", "-", input=text, check=check)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        result = self.run("get", kind, name, "-o", "json", check=False)
+        if result.returncode != 0:
+            return None
+        return json.loads(result.stdout)
+
+    def list(self, kind: str, selector: str | None = None) -> list[dict[str, Any]]:
+        args = ["get", kind, "-o", "json"]
+        if selector:
+            args += ["-l", selector]
+        return json.loads(self.run(*args).stdout)["items"]
+
+
+def make_secret(kube: Kubectl, name: str, url: str) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name},
+            "data": {"url": base64.b64encode(url.encode()).decode()},
+        }
+    )
+
+
+def taskqueue_manifest(name: str, **spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "redis": {"urlFrom": {"secretKeyRef": {"name": "redis-url", "key": "url"}}},
+        "queues": ["high", "default"],
+        "worker": {"image": WORKER_IMAGE, "jobTimeout": "30s"},
+    }
+    base.update(spec)
+    return {
+        "apiVersion": "taskqueue.dev/v1alpha1",
+        "kind": "TaskQueue",
+        "metadata": {"name": name},
+        "spec": base,
+    }
+
+
+def condition(body: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for entry in ((body or {}).get("status") or {}).get("conditions") or []:
+        if entry["type"] == kind:
+            return entry
+    return None
