@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -38,7 +37,6 @@ def observe(url: str, queues: list[str], prefix: str = "rq") -> RedisObservation
 
 
 def start_worker(url: str, queue: str, pod: str, prefix: str = "rq") -> subprocess.Popen[bytes]:
-    rq_bin = Path(sys.executable).with_name("rq")
     env = {**os.environ, "RQ_KEY_PREFIX": prefix}
     # rq records socket.gethostname(); our worker entrypoint records POD_NAME instead.
     code = (

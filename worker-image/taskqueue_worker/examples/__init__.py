@@ -4,6 +4,7 @@ Function paths for ``taskqueue-enqueue --function`` / TaskQueue schedules:
 
 * ``taskqueue_worker.examples.ingest_candles`` - Upbit-style candles -> Parquet dataset
 * ``taskqueue_worker.examples.backtest`` - EMA crossover over that dataset -> table
+* ``taskqueue_worker.examples.make_table`` - a DataFrame stored as Parquet (decorator opt-in)
 * ``taskqueue_worker.examples.noop`` / ``sleep`` / ``fail`` / ``flaky`` - tiny test tasks
 
 Attributes load lazily (PEP 562): a fork worker resolves a job's function in the
@@ -22,6 +23,7 @@ _WHERE = {
     "flaky": "taskqueue_worker.examples.basic",
     "noop": "taskqueue_worker.examples.basic",
     "sleep": "taskqueue_worker.examples.basic",
+    "make_table": "taskqueue_worker.examples.tables",
 }
 
 __all__ = sorted(_WHERE)

@@ -120,8 +120,10 @@ class CandleServer:
         rate_limit: int = 10,
         listed: datetime | None = None,
         now: datetime | None = None,
+        remaining_header: bool = True,
     ) -> None:
         self.rate_limit = rate_limit
+        self.remaining_header = remaining_header  # False: clients learn only from 429s
         self.listed = listed  # no candles before this time (the market's listing)
         self.now = now  # no candles after this time; None = whatever `to` asks
         self.log = RequestLog()
@@ -162,7 +164,9 @@ class CandleServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
-                self.send_header("Remaining-Req", f"group=candles; min=600; sec={max(left, 0)}")
+                if server.remaining_header:
+                    remaining = f"group=candles; min=600; sec={max(left, 0)}"
+                    self.send_header("Remaining-Req", remaining)
                 self.end_headers()
                 self.wfile.write(payload)
 

@@ -259,6 +259,8 @@ class CandleClient:
                 return  # before the market's first candle
             times = [_candle_time(c) for c in page]
             yield [c for c, t in zip(page, times, strict=True) if start <= t < end]
+            if len(page) < MAX_COUNT:
+                return  # a short page: the market's first candle was in it
             oldest = min(times)
             if oldest >= to:  # a server ignoring `to` would loop forever
                 raise CandleAPIError(f"candles API did not page backwards from {to.isoformat()}")
