@@ -125,6 +125,9 @@ def run(settings: WorkerSettings) -> int:
 
     signal.signal(signal.SIGTERM, early_stop)
     signal.signal(signal.SIGINT, early_stop)
+    # A restarted container keeps its emptyDir: the previous process's heartbeat
+    # must not make this one look alive before it has even registered.
+    settings.health_file.unlink(missing_ok=True)
 
     for module in settings.preload:
         try:
