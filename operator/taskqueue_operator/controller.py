@@ -21,11 +21,14 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from kubernetes.client.exceptions import ApiException
 
+from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
 from taskqueue_operator.adapters.kube import Kube
+from taskqueue_operator.adapters.recovery import recover_with_prefix
 from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
 from taskqueue_operator.reconcile import drift
+from taskqueue_operator.reconcile.abandoned import find_abandoned
 from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
 from taskqueue_operator.reconcile.status import (
@@ -41,6 +44,7 @@ from taskqueue_operator.scaling.policy import ScalerState, decide
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 BUSY_POD_DELETION_COST = "10000"
+VANISHED_POD_MEMORY_SECONDS = 3600.0
 IDLE_POD_DELETION_COST = "0"
 
 
@@ -82,6 +86,8 @@ class ChildCache:
     deployment: dict[str, Any] | None = None
     cronjobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vanished_pods: dict[str, float] = field(default_factory=dict)
+    """Pods we saw and then saw go (deleted, or finished for good), with when."""
     dirty: bool = True
 
     def record(self, kind: str, event_type: str, body: dict[str, Any]) -> bool:
@@ -96,8 +102,10 @@ class ChildCache:
             else:
                 self.cronjobs[name] = body
         elif kind == "Pod":
-            if gone:
+            phase = (body.get("status") or {}).get("phase")
+            if gone or phase in ("Failed", "Succeeded"):  # evicted or done: its worker is dead
                 self.pods.pop(name, None)
+                self.vanished_pods[name] = time.time()
             else:
                 self.pods[name] = body
             return False  # pods never need a reconcile, only the next tick's bookkeeping
@@ -137,6 +145,7 @@ class TaskQueueLoop:
         self.redis_url: str | None = None
         self.redis_url_read_at = 0.0
         self.redis_was_reachable: bool | None = None
+        self.recovered_jobs = 0
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -208,8 +217,11 @@ class TaskQueueLoop:
         deployment = self.deployment_observation()
         observation = Observation(now, redis_observation, redis_error, deployment)
 
+        if redis_observation is not None:
+            await self.recover_abandoned_jobs(taskqueue, redis_observation)
         scale = await self.decide_and_scale(taskqueue, observation)
         await self.reconcile_children(taskqueue, scale.desired_replicas)
+        self.record_metrics(observation, scale)
         await self.report(taskqueue, observation, scale)
         return interval
 
@@ -260,6 +272,34 @@ class TaskQueueLoop:
             self.post_event(self.body, "Normal", "RedisReachable", "Redis answers again")
         self.redis_was_reachable = reachable
 
+    async def recover_abandoned_jobs(self, taskqueue: TaskQueue, redis: RedisObservation) -> None:
+        """Requeue (or fail) at once what RQ would notice only minutes later."""
+        horizon = time.time() - VANISHED_POD_MEMORY_SECONDS
+        vanished = self.children.vanished_pods
+        for name in [n for n, seen in vanished.items() if seen < horizon]:
+            del vanished[name]
+        abandoned = find_abandoned(redis.workers, set(self.children.pods), set(vanished))
+        url = taskqueue.spec.redis.url or self.redis_url
+        if not abandoned or url is None:
+            return
+        policy = taskqueue.spec.scaling.abandoned_jobs if taskqueue.spec.scaling else "requeue"
+        results = await asyncio.to_thread(
+            recover_with_prefix, url, taskqueue.spec.redis.key_prefix, abandoned, policy
+        )
+        handled = [r for r in results if r.action in ("retried", "requeued", "failed")]
+        for result in handled:
+            metrics.RECOVERED_JOBS.labels(self.namespace, self.name, result.action).inc()
+        self.recovered_jobs += len(handled)
+        if handled:
+            pods = ", ".join(sorted({r.pod for r in handled}))
+            summary = ", ".join(f"{r.job_id} {r.action}" for r in handled[:10])
+            self.post_event(
+                self.body,
+                "Warning",
+                "AbandonedJobsRecovered",
+                f"{len(handled)} jobs of vanished workers ({pods}): {summary}",
+            )
+
     def deployment_observation(self) -> DeploymentObservation:
         live = self.children.deployment
         pods = tuple(
@@ -304,6 +344,10 @@ class TaskQueueLoop:
                 self.children.deployment.setdefault("spec", {})["replicas"] = decision.replicas
             self.last_scale = (timestamp(observation.time), decision.reason)
             direction = "up" if decision.replicas > current else "down"
+            metrics.SCALE_EVENTS.labels(self.namespace, self.name, direction).inc()
+            metrics.DECISION_LATENCY.labels(self.namespace, self.name).observe(
+                max(0.0, self.clock() - observation.time)
+            )
             self.post_event(
                 self.body,
                 "Normal",
@@ -371,6 +415,14 @@ class TaskQueueLoop:
             self.post_event(self.body, "Normal", "Updated", f"{kind} {name}: restored the spec")
 
     # -------------------------------------------------------------------- report
+
+    def record_metrics(self, observation: Observation, scale: ScaleInfo) -> None:
+        metrics.record_observation(self.namespace, self.name, observation, scale.desired_replicas)
+        if observation.redis is not None:
+            for queue in observation.redis.queues:
+                metrics.QUEUE_WAIT.labels(self.namespace, self.name, queue.name).set(
+                    queue.oldest_age(observation.time)
+                )
 
     async def report(
         self, taskqueue: TaskQueue, observation: Observation, scale: ScaleInfo

@@ -33,6 +33,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("PEERING_NAME", ""),
         help="kopf peering name for several replicas (default: standalone, no peering)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("METRICS_PORT", "9090")),
+        help="Prometheus /metrics port (0 disables)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
@@ -44,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     import taskqueue_operator.handlers  # noqa: F401 - registers the kopf handlers
+    from taskqueue_operator import metrics
+
+    if options.metrics_port:
+        metrics.serve(options.metrics_port)
 
     kopf.configure(verbose=options.verbose)
     kopf.run(

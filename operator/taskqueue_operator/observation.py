@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 BUSY_STATES = frozenset({"busy"})
 
@@ -18,6 +19,16 @@ class QueueStats:
     deferred: int = 0
     failed: int = 0
     finished: int = 0
+    oldest_enqueued_at: str | None = None
+    """RQ's ISO timestamp of the job at the head of the queue (the longest wait)."""
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds the oldest pending job has waited; 0 for an empty queue."""
+        if not self.oldest_enqueued_at or not self.pending:
+            return 0.0
+        text = self.oldest_enqueued_at.rstrip("Z")
+        enqueued = datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+        return max(0.0, now - enqueued)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskqueue_operator import metrics
 from taskqueue_operator.adapters.kube import Kube
 from taskqueue_operator.controller import (
     ChildCache,
@@ -47,6 +48,7 @@ class LoopRegistry:
         if gone:
             if loop is not None:
                 await self.loops.pop(key).stop()
+                metrics.forget(*key)
             self.orphans.pop(key, None)
             return
         if loop is None:

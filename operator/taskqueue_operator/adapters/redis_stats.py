@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import redis.asyncio as aioredis
 
 from taskqueue_operator.observation import QueueStats, RedisObservation, WorkerInfo
 
 # Per queue in the first round trip, in this order.
-_QUEUE_COMMANDS = 7
+_QUEUE_COMMANDS = 8
 _WORKER_FIELDS = (
     "state",
     "hostname",
@@ -51,12 +52,14 @@ async def read_stats(
         first.zcount(f"{key_prefix}:failed:{queue}", now, "+inf")
         first.zcount(f"{key_prefix}:finished:{queue}", now, "+inf")
         first.smembers(f"{key_prefix}:workers:{queue}")
+        first.lindex(f"{key_prefix}:queue:{queue}", 0)  # the oldest pending job
     replies = await first.execute()
 
     stats: list[QueueStats] = []
+    oldest_ids: list[str | None] = []
     worker_names: set[str] = set()
     for index, queue in enumerate(queues):
-        pending, running, scheduled, deferred, failed, finished, members = replies[
+        pending, running, scheduled, deferred, failed, finished, members, oldest = replies[
             index * _QUEUE_COMMANDS : (index + 1) * _QUEUE_COMMANDS
         ]
         stats.append(
@@ -70,6 +73,7 @@ async def read_stats(
                 int(finished),
             )
         )
+        oldest_ids.append(_text(oldest))
         # The per-queue sets hold whole keys, "<prefix>:worker:<name>".
         worker_key = f"{key_prefix}:worker:"
         worker_names.update(
@@ -78,12 +82,18 @@ async def read_stats(
 
     names = sorted(worker_names)
     workers: list[WorkerInfo] = []
-    if names:
+    waiting = [(i, job_id) for i, job_id in enumerate(oldest_ids) if job_id]
+    if names or waiting:
         second = client.pipeline(transaction=False)
+        for _, job_id in waiting:
+            second.hget(f"{key_prefix}:job:{job_id}", "enqueued_at")
         for name in names:
             second.hmget(f"{key_prefix}:worker:{name}", *_WORKER_FIELDS)
             second.smembers(f"{key_prefix}:worker:{name}:executions")
         worker_replies = await second.execute()
+        for (position, _), enqueued_at in zip(waiting, worker_replies, strict=False):
+            stats[position] = replace(stats[position], oldest_enqueued_at=_text(enqueued_at))
+        worker_replies = worker_replies[len(waiting) :]
         for position, name in enumerate(names):
             state, hostname, worker_queues, death, successes, failures, working, birth = (
                 _text(v) for v in worker_replies[2 * position]

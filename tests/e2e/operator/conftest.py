@@ -34,10 +34,18 @@ def operator_process(cluster: Any, crd_installed: None) -> Iterator[Path]:
     """The operator as a local process with the admin kubeconfig, watching all namespaces."""
     log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
     binary = Path(sys.executable).with_name("taskqueue-operator")
+    metrics_port = free_port()
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [str(binary), "--liveness", f"http://127.0.0.1:{free_port()}/healthz", "--verbose"],
+            [
+                str(binary),
+                "--liveness",
+                f"http://127.0.0.1:{free_port()}/healthz",
+                "--metrics-port",
+                str(metrics_port),
+                "--verbose",
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

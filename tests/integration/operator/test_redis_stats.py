@@ -119,3 +119,13 @@ def test_unreachable_redis_raises_quickly() -> None:
     with pytest.raises(redis.exceptions.ConnectionError):
         read(server.url, ["default"])
     assert time.monotonic() - started < 5
+
+
+def test_oldest_pending_job_age(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    queue = Queue("aging", connection=redis_client)
+    queue.enqueue("time.sleep", 0)
+    queue.enqueue("time.sleep", 0)
+    observation = read(redis_server.url, ["aging"])
+    age = observation.queues[0].oldest_age(time.time() + 10)
+    assert 9.0 < age < 12.0
+    assert read(redis_server.url, ["aging", "empty"]).queues[1].oldest_age(time.time()) == 0.0
