@@ -49,11 +49,19 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from taskqueue_worker import storage
-
 if TYPE_CHECKING:
     import pandas as pd
     from rq.job import Job
+
+    from taskqueue_worker import storage
+
+
+def _storage() -> Any:
+    # pyarrow is imported only when a table is actually stored or read: every fork
+    # worker's work horse passes through this module once per job.
+    from taskqueue_worker import storage
+
+    return storage
 
 log = logging.getLogger("taskqueue.results")
 
@@ -89,7 +97,7 @@ class ResultStore:
     """Parquet files keyed by job id under one location (path or URI)."""
 
     def __init__(self, uri: str | os.PathLike[str]) -> None:
-        self.location = storage.resolve(uri)
+        self.location: storage.Location = _storage().resolve(uri)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ResultStore | None:
@@ -106,7 +114,7 @@ class ResultStore:
 
         path = self.path_for(job_id)
         table = pa.Table.from_pandas(frame)
-        storage.write_table(self.location, path, table)
+        _storage().write_table(self.location, path, table)
         return {
             REF_MARKER: "parquet",
             "uri": self.location.uri_of(path),
@@ -116,10 +124,10 @@ class ResultStore:
         }
 
     def load(self, job_id: str) -> pd.DataFrame:
-        return storage.read_table(self.location, self.path_for(job_id)).to_pandas()
+        return _storage().read_table(self.location, self.path_for(job_id)).to_pandas()
 
     def exists(self, job_id: str) -> bool:
-        return storage.exists(self.location, self.path_for(job_id))
+        return _storage().exists(self.location, self.path_for(job_id))
 
     def delete(self, job_id: str) -> None:
         self.location.fs.delete_file(self.path_for(job_id))
@@ -225,6 +233,7 @@ def load_result(ref_or_job_id: dict[str, Any] | str, uri: str | None = None) -> 
     """The stored DataFrame, from a reference dict or from a job id plus location."""
     if is_result_ref(ref_or_job_id):
         assert isinstance(ref_or_job_id, dict)
+        storage = _storage()
         location = storage.resolve(ref_or_job_id["uri"])
         return storage.read_table(location, location.base).to_pandas()
     if not isinstance(ref_or_job_id, str):

@@ -21,6 +21,7 @@ from rq.job import Job
 
 from taskqueue_worker import config
 from taskqueue_worker.health import Heartbeat
+from taskqueue_worker.results import maybe_store_result  # light: pyarrow loads on use
 
 log = logging.getLogger("taskqueue.worker")
 
@@ -40,9 +41,6 @@ class TaskqueueJob(Job):
 
     def perform(self) -> Any:
         value = super().perform()
-        # Imported lazily: plain jobs should not pay for pandas/pyarrow imports.
-        from taskqueue_worker.results import maybe_store_result
-
         self._result = maybe_store_result(self, value)
         return self._result
 

@@ -95,3 +95,16 @@ def test_redis_unreachable_at_start_exits_4(tmp_path: Path) -> None:
     assert done.returncode == 4
     assert "redis unreachable" in done.stdout
     assert not (tmp_path / "hb").exists()
+
+
+def test_plain_jobs_do_not_pay_for_pandas_or_pyarrow() -> None:
+    # A fork worker's work horse runs this import path for every job: pulling in
+    # pyarrow here once cut no-op throughput by 8x (see bench/worker_throughput.py).
+    code = (
+        "import sys, taskqueue_worker.runtime, taskqueue_worker.worker, taskqueue_worker.enqueue;"
+        "from taskqueue_worker.examples import noop, sleep, fail, flaky;"
+        "print(sorted(m for m in ('pandas', 'pyarrow', 'numpy') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
