@@ -65,6 +65,13 @@ QUEUE_WAIT = Gauge(
     registry=REGISTRY,
 )
 
+TARGET_WAIT = Gauge(
+    "taskqueue_target_queue_seconds",
+    "spec.scaling.targetQueueSeconds, when set: the wait the alerts compare against.",
+    _TQ,
+    registry=REGISTRY,
+)
+
 _JOB_STATUSES = ("queued", "started", "scheduled", "deferred", "failed")
 _PER_TASKQUEUE = (REPLICAS, REDIS_UP, FAILURE_RATIO)
 
