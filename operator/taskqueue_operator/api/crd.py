@@ -219,6 +219,17 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     text = render()
     stale = [path for path in CRD_PATHS if not path.exists() or path.read_text() != text]
+    readme = REPO_ROOT / "README.md"
+    if readme.exists():
+        from taskqueue_operator.api.reference import update_readme
+
+        current = readme.read_text()
+        if update_readme(current) != current:
+            if options.check:
+                stale.append(readme)
+            else:
+                readme.write_text(update_readme(current))
+                print(f"wrote {readme}")
     if options.check:
         for path in stale:
             print(f"{path} is out of date: run taskqueue-crd", file=sys.stderr)

@@ -101,3 +101,10 @@ def test_structural_rewrites_optional_and_int_or_string() -> None:
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": True,
     }
+
+
+def test_readme_reference_is_generated() -> None:
+    from taskqueue_operator.api.reference import update_readme
+
+    readme = crd.REPO_ROOT / "README.md"
+    assert update_readme(readme.read_text()) == readme.read_text(), "run `taskqueue-crd`"
