@@ -63,6 +63,7 @@ def _storage() -> Any:
 
     return storage
 
+
 log = logging.getLogger("taskqueue.results")
 
 RESULT_URI_ENV = "TASKQUEUE_RESULT_URI"

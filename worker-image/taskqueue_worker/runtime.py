@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import redis
@@ -21,6 +19,7 @@ from rq.job import Job
 
 from taskqueue_worker import config
 from taskqueue_worker.health import Heartbeat
+from taskqueue_worker.lifecycle import EarlyStop
 from taskqueue_worker.results import maybe_store_result  # light: pyarrow loads on use
 
 log = logging.getLogger("taskqueue.worker")
@@ -106,23 +105,9 @@ def _status_fn(url: str, worker: Any) -> Any:
     return status
 
 
-def run(settings: WorkerSettings) -> int:
+def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
     """Run the worker until a warm shutdown (or, in burst mode, an empty queue)."""
-    holder: dict[str, Any] = {}
-
-    def early_stop(signum: int, frame: FrameType | None) -> None:
-        # SIGTERM before rq installs its own handlers: stop as soon as the loop starts.
-        log.info(
-            "signal %s before start-up finished: will stop at once", signal.Signals(signum).name
-        )
-        holder["stop"] = True
-        worker = holder.get("worker")
-        if worker is not None:
-            worker.stop_requested_early = True
-            worker._stop_requested = True
-
-    signal.signal(signal.SIGTERM, early_stop)
-    signal.signal(signal.SIGINT, early_stop)
+    early = early if early is not None else EarlyStop().install()
     # A restarted container keeps its emptyDir: the previous process's heartbeat
     # must not make this one look alive before it has even registered.
     settings.health_file.unlink(missing_ok=True)
@@ -143,6 +128,10 @@ def run(settings: WorkerSettings) -> int:
         log.error("redis unreachable at %s: %s", _redacted(settings.redis_url), exc)
         return EXIT_REDIS_UNREACHABLE
 
+    if early.requested:
+        log.info("stop requested during start-up: exiting before registering")
+        return EXIT_OK
+
     cls = WORKER_CLASSES[settings.worker_class]
     worker = cls(
         settings.queues,
@@ -154,8 +143,7 @@ def run(settings: WorkerSettings) -> int:
     worker.health = Heartbeat(
         settings.health_file, settings.health_interval, _status_fn(settings.redis_url, worker)
     )
-    worker.stop_requested_early = bool(holder.get("stop"))
-    holder["worker"] = worker
+    early.attach(worker)
 
     log.info(
         "starting worker",
@@ -175,7 +163,7 @@ def run(settings: WorkerSettings) -> int:
     except SystemExit:
         log.warning("cold shutdown: a second signal ended the running job")
         return EXIT_FAILED
-    stopped = holder.get("stop") or worker._shutdown_requested_date is not None
+    stopped = early.requested or worker._shutdown_requested_date is not None
     if stopped or settings.burst or settings.max_jobs is not None:
         log.info("worker stopped", extra={"reason": "signal" if stopped else "done"})
         return EXIT_OK
@@ -191,9 +179,9 @@ def _redacted(url: str) -> str:
     return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
-def main_guarded(settings: WorkerSettings) -> int:
+def main_guarded(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
     try:
-        return run(settings)
+        return run(settings, early)
     except redis.exceptions.ConnectionError as exc:
         log.error("lost redis: %s", exc)
         return EXIT_REDIS_UNREACHABLE

@@ -77,6 +77,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     if args.probe:
         return probe_main(args, env)
+    from taskqueue_worker.lifecycle import EarlyStop
+
+    early = EarlyStop().install()  # before the slow imports below
     try:
         if not args.queues:
             raise config.ConfigError("give at least one QUEUE to listen on")
@@ -110,7 +113,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     setup_json_logging(level, static={"worker": worker_name, "pod": pod})
     from taskqueue_worker import runtime
 
-    return runtime.main_guarded(runtime.WorkerSettings(**settings_kwargs))
+    return runtime.main_guarded(runtime.WorkerSettings(**settings_kwargs), early)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -175,3 +176,34 @@ def test_key_prefix_is_honoured_by_worker_and_enqueue(
     assert keys and all(k.startswith("tq1:") for k in keys), sorted(keys)
     worker.terminate()
     assert worker.wait(30) == 0, worker.output()
+
+
+def test_sigterm_during_start_up_exits_0_without_taking_a_job(
+    start_worker: StartWorker, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    # A preloaded module that announces itself and then imports slowly opens a
+    # start-up window in which to deliver the signal deterministically.
+    (tmp_path / "tq_slow_import.py").write_text(
+        "import os, pathlib, time\n"
+        "pathlib.Path(os.environ['SLOW_IMPORT_MARKER']).write_text('x')\n"
+        "time.sleep(1.5)\n"
+    )
+    marker = tmp_path / "importing"
+    job = Queue("default", connection=redis_client).enqueue("taskqueue_worker.examples.noop")
+    worker = start_worker(
+        "default",
+        TASKQUEUE_PRELOAD="tq_slow_import",
+        PYTHONPATH=str(tmp_path),
+        SLOW_IMPORT_MARKER=str(marker),
+    )
+    wait_for(marker.exists, 30, "the slow preload to begin")
+    worker.terminate()
+    assert worker.wait(30) == 0, worker.output()
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+    assert worker_hashes(redis_client) == {}
+
+
+def test_a_broken_preload_module_exits_3(start_worker: StartWorker) -> None:
+    worker = start_worker("default", TASKQUEUE_PRELOAD="tq_no_such_module_anywhere")
+    assert worker.wait(30) == 3
+    assert any("TASKQUEUE_PRELOAD" in entry["message"] for entry in worker.logs())
