@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -66,4 +67,19 @@ def setup_json_logging(
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
+
+    # Crashes outside any logger call would otherwise print plain-text tracebacks.
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        logging.getLogger("taskqueue").critical("uncaught exception", exc_info=(kind, value, tb))
+
+    def thread_excepthook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not SystemExit and args.exc_value is not None:
+            logging.getLogger("taskqueue").critical(
+                "uncaught exception in thread %s",
+                args.thread.name if args.thread else "?",
+                exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+            )
+
+    sys.excepthook = excepthook
+    threading.excepthook = thread_excepthook
     return handler

@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
+import threading
 
+import pytest
 from taskqueue_worker.logs import JsonFormatter, setup_json_logging
 
 
@@ -30,8 +33,6 @@ def test_colours_are_stripped_and_tracebacks_kept() -> None:
     try:
         raise ValueError("bad")
     except ValueError:
-        import sys
-
         record = logging.getLogger("x").makeRecord(
             "x", logging.ERROR, "f", 1, "\x1b[32mgreen\x1b[39;49;00m", (), sys.exc_info()
         )
@@ -40,7 +41,10 @@ def test_colours_are_stripped_and_tracebacks_kept() -> None:
     assert "ValueError: bad" in entry["exc"]
 
 
-def test_setup_routes_every_logger_through_json() -> None:
+def test_setup_routes_every_logger_through_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # setup_json_logging replaces the process-wide hooks: put pytest's back after.
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -60,3 +64,18 @@ def test_setup_routes_every_logger_through_json() -> None:
     entries = [json.loads(line) for line in lines]
     assert [e["message"] for e in entries] == ["hello 1", "careful"]
     assert all(e["pod"] == "p" for e in entries)
+
+
+def test_uncaught_exceptions_are_logged_as_json() -> None:
+    import subprocess
+
+    code = (
+        "from taskqueue_worker.logs import setup_json_logging\n"
+        "setup_json_logging('INFO')\n"
+        "raise RuntimeError('kaboom')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr == ""
+    (line,) = done.stdout.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "critical" and "RuntimeError: kaboom" in entry["exc"]
