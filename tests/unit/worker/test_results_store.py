@@ -117,3 +117,23 @@ def test_s3_uris_keep_their_endpoint_options() -> None:
     assert uri == "s3://bucket/results/job-1.parquet?endpoint_override=127.0.0.1:9&scheme=http"
     again = storage.resolve(uri)
     assert again.base == "bucket/results/job-1.parquet"
+
+
+def test_object_store_code_path_on_pyarrows_in_memory_filesystem(tmp_path: Path) -> None:
+    # pyarrow's own in-memory filesystem behaves like an object store here (not
+    # local: direct writes, no rename); its files are all dated `created`.
+    from datetime import UTC, datetime
+
+    created = datetime(2024, 1, 1, tzinfo=UTC)
+    store = results.ResultStore(tmp_path)
+    store.location = storage.Location(
+        pafs._MockFileSystem(created), "bucket/results", "mock://bucket/results"
+    )
+    ref = store.save("job-9", frame())
+    assert ref["uri"] == "mock://bucket/results/job-9.parquet"
+    pd.testing.assert_frame_equal(store.load("job-9"), frame())
+    assert store.exists("job-9")
+    week = timedelta(days=7)
+    assert store.cleanup(week, now=(created + timedelta(days=6)).timestamp()) == []
+    assert store.cleanup(week, now=(created + timedelta(days=8)).timestamp()) == ["job-9"]
+    assert not store.exists("job-9")
