@@ -86,6 +86,11 @@ def structural(
             node["x-kubernetes-int-or-string"] = True
         else:
             raise ValueError(f"cannot express a union of {types} in a structural schema")
+    # JSON Schema 2020 has numeric exclusive bounds; Kubernetes' OpenAPI wants booleans.
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node[bound], bool):
+            node[limit] = node.pop(bound)
+            node[bound] = True
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if "enum" in node and "type" not in node:
