@@ -7,11 +7,11 @@ from collections.abc import Callable
 
 import pytest
 import redis
-from conftest import ENQUEUE, WorkerProcess, wait_for
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from testbed.ports import free_port
+from worker_processes import ENQUEUE, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import WORKER, WorkerProcess, wait_for
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
+from worker_processes import WORKER, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.integration
 

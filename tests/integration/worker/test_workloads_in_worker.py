@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import redis
-from conftest import WorkerProcess
 from rq import Queue
 from rq.job import Job, JobStatus
 from taskqueue_worker.examples.backtesting import backtest
@@ -20,6 +19,7 @@ from taskqueue_worker.examples.candle_server import CandleServer
 from taskqueue_worker.examples.candles import load_candles
 from taskqueue_worker.progress import set_progress
 from taskqueue_worker.results import load_result
+from worker_processes import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
