@@ -45,10 +45,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if options.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     import taskqueue_operator.handlers  # noqa: F401 - registers the kopf handlers
     from taskqueue_operator import metrics
 
@@ -56,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics.serve(options.metrics_port)
 
     kopf.configure(verbose=options.verbose)
+    if not options.verbose:
+        # One line per watch event and handler is noise with hundreds of TaskQueues.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=not options.peering,
         peering_name=options.peering or None,
