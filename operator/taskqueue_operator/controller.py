@@ -410,7 +410,9 @@ class TaskQueueLoop:
         else:
             self.children.cronjobs[name] = applied
         if live is None:
-            self.post_event(self.body, "Normal", "Created", f"{kind} {name}")
+            # After an operator restart the cache may lag the watch: only new objects count.
+            if applied["metadata"].get("generation") == 1 and not applied.get("status"):
+                self.post_event(self.body, "Normal", "Created", f"{kind} {name}")
         else:
             self.post_event(self.body, "Normal", "Updated", f"{kind} {name}: restored the spec")
 

@@ -13,7 +13,8 @@ Per tick:
    term). Any load keeps >= 1 worker (wake on the first job); so do scheduled jobs,
    because only a running worker's scheduler moves them back to the queue.
 2. Clamp to [min, max] and record it in the stabilization window.
-3. Up at once to the recommendation (at most `maxScaleUpStep` more); down only to the
+3. Up at once to the recommendation (at most `maxScaleUpStep` more, except to reach
+   minReplicas, which like the HPA's is applied directly); down only to the
    highest recommendation of the last `scaleDownDelay` (the HPA's stabilization), so
    one low sample does not shrink the pool and zero needs a whole delay of zero load.
 4. Busy floor: never below the busy workers (protectBusyWorkers), which can hold the
@@ -185,7 +186,7 @@ def decide(
     step = spec.max_scale_up_step
     if step is not None and replicas - current > step:
         limited = f"scale-up step {step}: wants {replicas}"
-        replicas = current + step
+        replicas = max(current + step, spec.min_replicas)  # minReplicas is not rate-limited
     if spec.protect_busy_workers and replicas < current:
         busy = observation.busy_workers
         floor = min(busy, current)
