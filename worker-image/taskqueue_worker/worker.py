@@ -77,9 +77,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     if args.probe:
         return probe_main(args, env)
-    from taskqueue_worker.lifecycle import EarlyStop
-
-    early = EarlyStop().install()  # before the slow imports below
     try:
         if not args.queues:
             raise config.ConfigError("give at least one QUEUE to listen on")
@@ -110,6 +107,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"taskqueue-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
+    from taskqueue_worker.lifecycle import EarlyStop
+
+    early = EarlyStop().install()  # before the slow imports (rq, the preloads)
     setup_json_logging(level, static={"worker": worker_name, "pod": pod})
     from taskqueue_worker import runtime
 
