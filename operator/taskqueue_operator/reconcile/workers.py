@@ -48,13 +48,13 @@ def worker_container(taskqueue: TaskQueue) -> dict[str, Any]:
             *podspec.downward_env(),
             {"name": "TASKQUEUE_NAME", "value": taskqueue.name},
             {"name": "TASKQUEUE_WORKER_CLASS", "value": worker.worker_class},
-            {"name": "TASKQUEUE_JOB_TIMEOUT", "value": str(math.ceil(worker.job_timeout_seconds))},
             {"name": "TMPDIR", "value": podspec.TMP_PATH},
             *env,
         ],
         # Exec probes: the worker image has no shell and needs no open port.
+        # Ready also needs Redis: a worker that lost its connection takes no jobs.
         "readinessProbe": {
-            "exec": {"command": probe_command},
+            "exec": {"command": [*probe_command, "--ready"]},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
         },

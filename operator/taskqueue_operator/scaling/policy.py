@@ -173,14 +173,13 @@ def decide(
     window = push(window, now, recommended, delay)
     highest = window[0].replicas  # the max over the stabilization window
 
+    # Both candidates are clamped, so a lowered max or a raised min applies at once.
     if recommended > current:
         replicas = recommended  # up at once
     elif highest < current:
         replicas = highest  # lower demand has lasted the whole delay
     else:
-        replicas = current
-    # Bounds apply at once, even to a held size (a lowered max, a raised min).
-    replicas = _clamp(replicas, spec)
+        replicas = current  # within [recommended, highest], hence within [min, max]
 
     limited: str | None = None
     step = spec.max_scale_up_step
