@@ -169,6 +169,18 @@ class WorkerSpec(ApiModel):
         description="Extra environment from ConfigMaps/Secrets (Kubernetes EnvFromSource list).",
     )
     resources: ResourceRequirements | None = None
+    volumes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"items": _preserve("A Kubernetes Volume.") | {"type": "object"}},
+        description="Extra pod volumes, e.g. a PersistentVolumeClaim for Parquet results.",
+    )
+    volume_mounts: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"items": _preserve("A Kubernetes VolumeMount.") | {"type": "object"}},
+        description="Where the extra volumes appear in the worker and schedule containers.",
+    )
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, Any]] | None = Field(
         default=None,

@@ -45,13 +45,13 @@ def pod_security_context() -> dict[str, Any]:
     return {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
-def scratch_volume() -> dict[str, Any]:
-    """The root filesystem is read-only: temp files go to an emptyDir."""
-    return {"name": TMP_VOLUME, "emptyDir": {}}
+def volumes(worker: WorkerSpec) -> list[dict[str, Any]]:
+    """The read-only root needs an emptyDir for temp files; then the user's volumes."""
+    return [{"name": TMP_VOLUME, "emptyDir": {}}, *(dict(v) for v in worker.volumes)]
 
 
-def scratch_mount() -> dict[str, Any]:
-    return {"name": TMP_VOLUME, "mountPath": TMP_PATH}
+def volume_mounts(worker: WorkerSpec) -> list[dict[str, Any]]:
+    return [{"name": TMP_VOLUME, "mountPath": TMP_PATH}, *(dict(m) for m in worker.volume_mounts)]
 
 
 def placement(worker: WorkerSpec) -> dict[str, Any]:

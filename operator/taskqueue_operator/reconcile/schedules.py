@@ -83,7 +83,7 @@ def desired_cronjob(taskqueue: TaskQueue, schedule: ScheduleSpec) -> dict[str, A
         "args": enqueue_args(taskqueue, schedule),
         "env": enqueue_env(taskqueue),
         "securityContext": podspec.container_security_context(),
-        "volumeMounts": [podspec.scratch_mount()],
+        "volumeMounts": podspec.volume_mounts(worker),
     }
     if env_from:
         container["envFrom"] = env_from
@@ -110,7 +110,7 @@ def desired_cronjob(taskqueue: TaskQueue, schedule: ScheduleSpec) -> dict[str, A
                         "automountServiceAccountToken": False,
                         "securityContext": podspec.pod_security_context(),
                         "containers": [container],
-                        "volumes": [podspec.scratch_volume()],
+                        "volumes": podspec.volumes(worker),
                     },
                 },
             },

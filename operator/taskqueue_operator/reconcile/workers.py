@@ -65,7 +65,7 @@ def worker_container(taskqueue: TaskQueue) -> dict[str, Any]:
             "failureThreshold": 4,
         },
         "securityContext": podspec.container_security_context(),
-        "volumeMounts": [podspec.scratch_mount()],
+        "volumeMounts": podspec.volume_mounts(worker),
     }
     if env_from:
         container["envFrom"] = env_from
@@ -112,7 +112,7 @@ def desired_deployment(taskqueue: TaskQueue, replicas: int) -> dict[str, Any]:
                     "automountServiceAccountToken": False,
                     "securityContext": podspec.pod_security_context(),
                     "containers": [worker_container(taskqueue)],
-                    "volumes": [podspec.scratch_volume()],
+                    "volumes": podspec.volumes(worker),
                 },
             },
         },

@@ -93,6 +93,8 @@ def test_overrides_and_placement() -> None:
             "workerClass": "simple",
             "podLabels": {"team": "quant"},
             "podAnnotations": {"prometheus.io/scrape": "false"},
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "results"}}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
         }
     )
     template = desired_deployment(tq, 1)["spec"]["template"]
@@ -116,6 +118,8 @@ def test_overrides_and_placement() -> None:
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert template["metadata"]["labels"]["team"] == "quant"
     assert template["metadata"]["annotations"] == {"prometheus.io/scrape": "false"}
+    assert pod["volumes"][1] == {"name": "data", "persistentVolumeClaim": {"claimName": "results"}}
+    assert container["volumeMounts"][1] == {"name": "data", "mountPath": "/data"}
 
 
 def test_rollout_keeps_capacity(taskqueue: TaskQueue) -> None:
