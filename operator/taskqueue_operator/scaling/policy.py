@@ -185,7 +185,7 @@ def decide(
     step = spec.max_scale_up_step
     if step is not None and replicas - current > step:
         limited = f"scale-up step {step}: wants {replicas}"
-        replicas = current + step  # minReplicas is not rate-limited
+        replicas = max(current + step, spec.min_replicas)  # minReplicas is not rate-limited
     if spec.protect_busy_workers and replicas < current:
         busy = observation.busy_workers
         floor = min(busy, current)
