@@ -1,0 +1,263 @@
+"""etcd + kube-apiserver + kube-controller-manager on free loopback ports, stopped by PID.
+
+Certificates are made with the `openssl` command line: a CA, the API server's serving
+certificate, an admin client certificate in `system:masters`, and the service-account
+signing key. Everything lives in one temporary directory, removed on stop.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.ports import free_port
+
+SERVICE_CIDR = "10.96.0.0/16"
+# Controllers a process-kubelet cluster can serve (no cloud, no node IPAM, no volumes).
+CONTROLLERS = ",".join(
+    [
+        "*",
+        "-nodeipam",
+        "-service-lb-controller",
+        "-node-route-controller",
+        "-cloud-node-lifecycle-controller",
+        "-persistentvolume-binder-controller",
+        "-persistentvolume-attach-detach-controller",
+        "-persistentvolume-expander-controller",
+        "-ephemeral-volume-controller",
+        "-bootstrap-signer-controller",
+        "-token-cleaner-controller",
+    ]
+)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_certificates(directory: Path) -> None:
+    """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair."""
+    days = "30"
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        days,
+        "-subj",
+        "/CN=taskqueue-testbed-ca",
+        cwd=directory,
+    )
+    (directory / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+    )
+    for name, subject, extension in [
+        ("server", "/CN=kube-apiserver", "server.ext"),
+        ("admin", "/O=system:masters/CN=testbed-admin", None),
+    ]:
+        _openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            subject,
+            cwd=directory,
+        )
+        signing = [
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            days,
+        ]
+        if extension:
+            signing += ["-extfile", extension]
+        _openssl(*signing, cwd=directory)
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
+
+
+def kubeconfig_text(server: str, ca: Path, user: dict[str, str]) -> str:
+    """A kubeconfig with one cluster and one user (client cert files or a token)."""
+    user_lines = "".join(f"    {key}: {value}\n" for key, value in user.items())
+    return (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: testbed\n  cluster:\n    server: {server}\n"
+        f"    certificate-authority: {ca}\n"
+        f"users:\n- name: testbed\n  user:\n{user_lines}"
+        "contexts:\n- name: testbed\n  context: {cluster: testbed, user: testbed}\n"
+        "current-context: testbed\n"
+    )
+
+
+@dataclass
+class ControlPlane:
+    """One control plane. `start()` returns when /readyz answers ok."""
+
+    bin_dir: Path
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-cp-")))
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    apiserver_port: int = 0
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.work_dir / "admin.kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.work_dir / "ca.crt"
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.processes[name] = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.work_dir,
+            start_new_session=True,
+        )
+
+    def start(self, timeout: float = 60.0) -> ControlPlane:
+        make_certificates(self.work_dir)
+        etcd_port, peer_port = free_port(), free_port()
+        self.apiserver_port = free_port()
+        self._spawn(
+            "etcd",
+            [
+                str(self.bin_dir / "etcd"),
+                "--data-dir",
+                str(self.work_dir / "etcd"),
+                "--listen-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--advertise-client-urls",
+                f"http://127.0.0.1:{etcd_port}",
+                "--listen-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-advertise-peer-urls",
+                f"http://127.0.0.1:{peer_port}",
+                "--initial-cluster",
+                f"default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync",  # a throwaway cluster: speed over durability
+                "--log-level",
+                "warn",
+            ],
+        )
+        wd = self.work_dir
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bin_dir / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.apiserver_port}",
+                f"--tls-cert-file={wd / 'server.crt'}",
+                f"--tls-private-key-file={wd / 'server.key'}",
+                f"--client-ca-file={wd / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={wd / 'sa.pub'}",
+                f"--service-account-signing-key-file={wd / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--allow-privileged=false",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        self.kubeconfig.write_text(
+            kubeconfig_text(
+                self.server,
+                self.ca_file,
+                {"client-certificate": str(wd / "admin.crt"), "client-key": str(wd / "admin.key")},
+            )
+        )
+        self._wait_ready(timeout)
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bin_dir / "kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                f"--service-account-private-key-file={wd / 'sa.key'}",
+                f"--root-ca-file={wd / 'ca.crt'}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",
+                f"--controllers={CONTROLLERS}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                # The node is ours: never evict pods because a heartbeat came late.
+                "--node-monitor-grace-period=60s",
+                "--v=1",
+            ],
+        )
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.load_cert_chain(str(self.work_dir / "admin.crt"), str(self.work_dir / "admin.key"))
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    log = (self.work_dir / f"{name}.log").read_text()[-2000:]
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
+            try:
+                with urllib.request.urlopen(
+                    f"{self.server}/readyz", context=context, timeout=2
+                ) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError as error:
+                last = str(error)
+            time.sleep(0.2)
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}")
+
+    def stop(self, remove: bool = True) -> None:
+        """Stop in reverse order by PID: controllers, API server, etcd."""
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes.clear()
+        if remove:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
