@@ -1,0 +1,1 @@
+"""Discrete-event simulation of an RQ queue, its worker pods, and two autoscalers."""
