@@ -70,7 +70,7 @@ class ScaleDecision:
     changed: bool
     """replicas != current_replicas."""
     mode: str = "backlog"
-    """"backlog", "queue-time", or "hold" (no observation)."""
+    """One of "backlog", "queue-time", or "hold" (no observation)."""
     demand: int | None = None
     """Workers the load asks for, before clamping, stabilization and the busy floor."""
 
