@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from testbed.cluster import Cluster, external_cluster, local_cluster, stop_pid
 from testbed.redis_server import RedisServer
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kubeconfig",
+        default=None,
+        help="run the e2e tests against this existing cluster (e.g. kind) instead of the test bed",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +42,29 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
         yield client
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """The test bed (control plane + process-kubelet), or the cluster of --kubeconfig/KUBECONFIG."""
+    given = request.config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
+    if given:
+        yield external_cluster(Path(given))
+        return
+    state = Path(tempfile.mkdtemp(prefix="tq-testbed-"))
+    testbed, process = local_cluster(state)
+    try:
+        yield testbed
+    finally:
+        stop_pid(process.pid)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace per test, deleted after it (without waiting for the pods to drain)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -41,11 +41,16 @@ class RedisServer:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
         command = [
             binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.data_dir),
-            "--save", "",
-            "--protected-mode", "yes",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
             *self.extra_args,
         ]
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
@@ -53,7 +58,9 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(self.data_dir / 'redis.log').read_text()}")
+                raise RuntimeError(
+                    f"redis-server exited: {(self.data_dir / 'redis.log').read_text()}"
+                )
             try:
                 if self.client().ping():
                     return self

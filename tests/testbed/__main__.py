@@ -1,0 +1,78 @@
+"""`python -m testbed up|down|status` (PYTHONPATH=tests): the developer's local cluster.
+
+`up` starts the supervisor detached, writes `.testbed/kubeconfig` and links kubectl and
+helm into `.testbed/bin`; `down` stops it by its recorded PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from testbed.cluster import TESTS, local_cluster, stop_pid
+
+STATE = TESTS.parent / ".testbed"
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def recorded_pid() -> int | None:
+    pid_file = STATE / "serve.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        if alive(pid):
+            return pid
+    return None
+
+
+def up() -> int:
+    if recorded_pid() is not None and (STATE / "ready").exists():
+        print(f"test bed already up: export KUBECONFIG={STATE / 'kubeconfig'}")
+        return 0
+    cluster, process = local_cluster(STATE)
+    (STATE / "serve.pid").write_text(str(process.pid))
+    (STATE / "bin").mkdir(exist_ok=True)
+    for tool in (cluster.kubectl_bin, cluster.helm_bin):
+        link = STATE / "bin" / tool.name
+        link.unlink(missing_ok=True)
+        link.symlink_to(tool)
+    seconds = (STATE / "ready").read_text().strip()
+    print(f"test bed up in {seconds}s (pid {process.pid})")
+    print(f"  export KUBECONFIG={STATE / 'kubeconfig'} PATH={STATE / 'bin'}:$PATH")
+    return 0
+
+
+def down() -> int:
+    pid = recorded_pid()
+    if pid is None:
+        print("test bed is not running")
+    else:
+        stop_pid(pid)
+        print(f"test bed stopped (pid {pid})")
+    for name in ("serve.pid", "ready", "kubeconfig"):
+        (STATE / name).unlink(missing_ok=True)
+    return 0
+
+
+def status() -> int:
+    pid = recorded_pid()
+    print(f"running (pid {pid})" if pid else "not running")
+    return 0 if pid else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed")
+    parser.add_argument("command", choices=["up", "down", "status"])
+    command = parser.parse_args(argv).command
+    return {"up": up, "down": down, "status": status}[command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

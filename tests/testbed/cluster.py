@@ -1,0 +1,134 @@
+"""A cluster for tests and developers: the test bed, or an existing one (KUBECONFIG)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import kubernetes
+
+from testbed.build import bin_dir, build
+
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Cluster:
+    """kubectl/helm bound to one kubeconfig; `state_dir` is None for an external cluster."""
+
+    kubeconfig: Path
+    kubectl_bin: Path
+    helm_bin: Path
+    state_dir: Path | None = None
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+        return done
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(self.helm_bin), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {done.stderr}")
+        return done
+
+    def api_client(self) -> kubernetes.client.ApiClient:
+        return kubernetes.config.new_client_from_config(str(self.kubeconfig))
+
+    def pod_dir(self, namespace: str, pod: str) -> Path | None:
+        """Logs (`<container>.log`) and PIDs (`<container>.pid`) of a test-bed pod."""
+        if self.state_dir is None:
+            return None
+        return self.state_dir / "pods" / f"{namespace}_{pod}"
+
+
+def start_serve(state: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    """The supervisor, detached from the caller's session so it outlives a shell."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    with open(log_file, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "testbed.serve", "--state", str(state)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
+def wait_ready(
+    state: Path, process: subprocess.Popen[bytes] | None, log_file: Path, timeout: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not (state / "ready").exists():
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the test bed exited:\n{log_file.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test bed was not ready in {timeout}s")
+        time.sleep(0.1)
+
+
+def stop_pid(pid: int, timeout: float = 60) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def local_cluster(state: Path) -> tuple[Cluster, subprocess.Popen[bytes]]:
+    """Start the test bed in `state`; the caller stops it with `stop_pid(process.pid)`."""
+    binaries = build()
+    log_file = state / "serve.log"
+    state.mkdir(parents=True, exist_ok=True)
+    process = start_serve(state, log_file)
+    try:
+        wait_ready(state, process, log_file)
+    except BaseException:
+        stop_pid(process.pid)
+        raise
+    return Cluster(state / "kubeconfig", binaries / "kubectl", binaries / "helm", state), process
+
+
+def external_cluster(kubeconfig: Path) -> Cluster:
+    """A user's cluster (kind...): our kubectl/helm if built, else the ones on PATH."""
+    ours = bin_dir()
+    kubectl = (
+        ours / "kubectl"
+        if (ours / "kubectl").exists()
+        else Path(shutil.which("kubectl") or "kubectl")
+    )
+    helm = ours / "helm" if (ours / "helm").exists() else Path(shutil.which("helm") or "helm")
+    return Cluster(kubeconfig, kubectl, helm, None)
