@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 import redis
 from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
 from rq import Queue, SimpleWorker
+from rq.job import Job
 from testbed.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e
@@ -149,9 +149,10 @@ def test_cronjob_run_by_hand_enqueues_once_and_a_worker_runs_it(
     assert redis_client.llen(f"rq:queue:{queues[1]}") == 0
     assert redis_client.llen(f"rq:queue:{queues[0]}") == 0
     job_id = redis_client.zrange(finished, 0, -1)[0].decode()
-    job = redis_client.hgetall(f"rq:job:{job_id}")
-    assert job[b"origin"].decode() == queues[1]
-    assert json.loads(b"[" + job.get(b"description", b"").split(b"(", 1)[1][:-1] + b"]") == [0.1]
+    job = Job.fetch(job_id, connection=redis_client)
+    assert job.origin == queues[1]
+    assert job.func_name == "taskqueue_worker.examples.basic.sleep"
+    assert list(job.args) == [0.1]
 
 
 def test_redis_outage_is_a_condition_and_recovers(kube: Kubectl, operator_process: Path) -> None:
