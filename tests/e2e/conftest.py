@@ -17,7 +17,7 @@ from e2e_helpers import Kubectl, make_secret
 from testbed.ports import free_port
 from testbed.redis_server import RedisServer
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "taskqueues.taskqueue.dev.yaml"
 
 
