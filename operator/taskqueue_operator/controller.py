@@ -168,8 +168,11 @@ class TaskQueueLoop:
                 await self._task
 
     def update_body(self, body: dict[str, Any]) -> None:
+        """Our own status patches come back as events too: only a new spec wakes the loop."""
+        old_generation = self.body["metadata"].get("generation")
         self.body = body
-        self.wake.set()
+        if body["metadata"].get("generation") != old_generation:
+            self.wake.set()
 
     def child_event(self, kind: str, event_type: str, body: dict[str, Any]) -> None:
         """A watch event of a child: cache it and let the loop check for drift."""
@@ -334,6 +337,14 @@ class TaskQueueLoop:
             spec.scaling, observation.redis, current, self.scaler_state, observation.time
         )
         self.scaler_state = decision.state
+        self.log.debug(
+            "decision: pending=%s current=%s exists=%s -> %s (%s)",
+            observation.redis.pending if observation.redis else None,
+            current,
+            observation.deployment.exists,
+            decision.replicas,
+            decision.reason,
+        )
         if decision.changed and observation.deployment.exists:
             if decision.replicas < current and spec.scaling.protect_busy_workers:
                 await self.protect_busy_pods(observation)

@@ -317,6 +317,9 @@ class PodRunner:
             return False
         container.last_exit = container.process.returncode
         container.finished_at = now()
+        # A container's death takes all its processes (a fork worker's work horse too).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(container.process.pid, signal.SIGKILL)
         container.process = None
         return True
 

@@ -1,0 +1,231 @@
+"""Issue 5 acceptance on the real control plane, with real worker processes and Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+import redis
+from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
+from rq import Queue
+from rq.job import Job
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from testbed.cluster import Cluster
+from testbed.redis_server import RedisServer
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+SLEEP = "taskqueue_worker.examples.sleep"
+
+
+class Replicas:
+    """Reads a worker Deployment's replicas through the API client: fast enough to time."""
+
+    def __init__(self, cluster: Cluster, namespace: str, taskqueue: str) -> None:
+        self.apps = kubernetes.client.AppsV1Api(cluster.api_client())
+        self.namespace = namespace
+        self.name = f"{taskqueue}-workers"
+
+    def __call__(self) -> int:
+        try:
+            deployment = self.apps.read_namespaced_deployment(self.name, self.namespace)
+        except kubernetes.client.exceptions.ApiException:
+            return -1
+        return int(deployment.spec.replicas or 0)
+
+
+def scaling(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "minReplicas": 0,
+        "maxReplicas": 5,
+        "targetBacklogPerWorker": 5,
+        "scaleDownDelay": "5s",
+    }
+    base.update(overrides)
+    return base
+
+
+def queue_of(kube: Kubectl, suffix: str = "") -> str:
+    return f"work-{kube.namespace[-8:]}{suffix}"
+
+
+def test_burst_wakes_in_a_second_scales_to_max_drains_and_returns_to_zero(
+    cluster: Cluster,
+    kube: Kubectl,
+    operator_process: Path,
+    redis_secret: str,
+    redis_client: redis.Redis,
+) -> None:
+    queue = queue_of(kube)
+    kube.apply(taskqueue_manifest("burst", queues=[queue], scaling=scaling(scaleDownDelay="1s")))
+    replicas = Replicas(cluster, kube.namespace, "burst")
+    wait_for(lambda: replicas() == 0, 30, message="Deployment at 0")
+    rq_queue = Queue(queue, connection=redis_client)
+
+    latencies = []
+    for _ in range(20):
+        job = rq_queue.enqueue(SLEEP, 0)
+        enqueued = time.monotonic()
+        wait_for(lambda: replicas() >= 1, 5, 0.01, "wake to 1")
+        latencies.append(time.monotonic() - enqueued)
+        # Take the job back before a worker runs it, so the next round starts idle again.
+        rq_queue.remove(job)
+        Job.fetch(job.id, connection=redis_client).delete()
+        wait_for(lambda: replicas() == 0, 30, 0.1, "back to zero")
+        # A draining worker could still take the next job: wait until none is left.
+        wait_for(lambda: not redis_client.smembers(f"rq:workers:{queue}")
+                 and not kube.list("pods", "taskqueue.dev/taskqueue=burst"), 60, 0.2,
+                 "no worker left")
+    p50 = statistics.median(latencies)
+    p95 = statistics.quantiles(latencies, n=20, method="inclusive")[18]
+    print(
+        f"\nenqueue -> Deployment patched, 20 repeats: p50 {p50:.3f}s p95 {p95:.3f}s "
+        f"max {max(latencies):.3f}s"
+    )
+    assert p95 <= 1.5
+
+    kube.apply(taskqueue_manifest("burst", queues=[queue], scaling=scaling()))
+    for _ in range(50):
+        rq_queue.enqueue(SLEEP, 2)
+    wait_for(lambda: replicas() == 5, 5, 0.05, "scale to 5")
+    finished = FinishedJobRegistry(queue, connection=redis_client)
+    wait_for(lambda: len(finished.get_job_ids(cleanup=False)) == 50, 180, 1.0, "drained")
+    drained = time.monotonic()
+    wait_for(lambda: replicas() == 0, 60, 0.2, "scale to zero")
+    print(
+        f"back to 0 replicas {time.monotonic() - drained:.1f}s after the drain (scaleDownDelay 5s)"
+    )
+    status = (kube.get("taskqueue", "burst") or {}).get("status") or {}
+    assert "-> 0" in status.get("lastScaleReason", ""), status
+    events = kube.run("get", "events", "--field-selector", "reason=Scaled").stdout
+    assert "scaled up" in events and "scaled down" in events
+
+
+def scale_down_scenario(
+    cluster: Cluster, kube: Kubectl, redis_client: redis.Redis, name: str, protect: bool
+) -> tuple[int, int]:
+    """4 workers, 2 of them busy with long jobs, then the load drops below the busy count.
+
+    The jobs (45 s) outlive the pods' grace period (jobTimeout 5s -> 35 s): a busy pod
+    that is removed loses its job. Returns (long jobs finished, long jobs failed).
+    """
+    queue = queue_of(kube, f"-{name}")
+    spec = scaling(
+        maxReplicas=4,
+        targetBacklogPerWorker=2,
+        scaleDownDelay="3s",
+        protectBusyWorkers=protect,
+        abandonedJobs="fail",
+    )
+    manifest = taskqueue_manifest(name, queues=[queue], scaling=spec)
+    manifest["spec"]["worker"]["jobTimeout"] = "5s"
+    kube.apply(manifest)
+    replicas = Replicas(cluster, kube.namespace, name)
+    wait_for(lambda: replicas() == 0, 30, message="Deployment")
+    rq_queue = Queue(queue, connection=redis_client)
+    long_jobs = [rq_queue.enqueue(SLEEP, 45, job_timeout=120) for _ in range(2)]
+    for _ in range(6):
+        rq_queue.enqueue(SLEEP, 1)
+    wait_for(lambda: replicas() == 4, 10, 0.1, "scale to 4")
+    wait_for(
+        lambda: all(j.get_status(refresh=True) == "started" for j in long_jobs),
+        60,
+        0.5,
+        "both long jobs run",
+    )
+    wait_for(lambda: replicas() < 4, 60, 0.5, "the scale-down")
+    wait_for(
+        lambda: all(j.get_status(refresh=True) in ("finished", "failed") for j in long_jobs),
+        150,
+        1.0,
+        "the long jobs end",
+    )
+    statuses = [j.get_status(refresh=True) for j in long_jobs]
+    failed_registry = FailedJobRegistry(queue, connection=redis_client).get_job_ids(cleanup=False)
+    assert statuses.count("failed") == len([j for j in long_jobs if j.id in failed_registry])
+    return statuses.count("finished"), statuses.count("failed")
+
+
+def test_scale_down_never_interrupts_a_job_and_without_protection_it_does(
+    cluster: Cluster,
+    kube: Kubectl,
+    operator_process: Path,
+    redis_secret: str,
+    redis_client: redis.Redis,
+) -> None:
+    protected = scale_down_scenario(cluster, kube, redis_client, "guarded", protect=True)
+    baseline = scale_down_scenario(cluster, kube, redis_client, "naive", protect=False)
+    print(f"\nlong jobs finished/interrupted: protected {protected}, without protection {baseline}")
+    assert protected == (2, 0)
+    assert baseline[1] >= 1, "the baseline should lose a job to the scale-down"
+
+
+def test_sigkill_of_a_busy_worker_brings_its_job_back_within_5s(
+    cluster: Cluster,
+    kube: Kubectl,
+    operator_process: Path,
+    redis_secret: str,
+    redis_client: redis.Redis,
+) -> None:
+    if cluster.state_dir is None:
+        pytest.skip("needs the process-kubelet to find the worker process")
+    queue = queue_of(kube)
+    kube.apply(taskqueue_manifest("kill", queues=[queue], replicas=2))
+    rq_queue = Queue(queue, connection=redis_client)
+    job = rq_queue.enqueue(SLEEP, 6, job_timeout=60, retry=None)
+    wait_for(lambda: job.get_status(refresh=True) == "started", 60, 0.1, "job started")
+    worker = Job.fetch(job.id, connection=redis_client).worker_name
+    pod = redis_client.hget(f"rq:worker:{worker}", "hostname")
+    assert pod, "the worker hash names its pod"
+    pid_file = cluster.pod_dir(kube.namespace, pod.decode()) / "worker.pid"  # type: ignore[operator]
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: job.get_status(refresh=True) != "started", 5, 0.05, "job recovered")
+    print(f"\njob back ({job.get_status()}) {time.monotonic() - killed:.2f}s after SIGKILL")
+    wait_for(lambda: job.get_status(refresh=True) == "finished", 60, 0.5, "ran to completion")
+    assert FailedJobRegistry(queue, connection=redis_client).get_job_ids(cleanup=False) == []
+
+
+def test_redis_outage_holds_replicas_and_recovers(
+    cluster: Cluster, kube: Kubectl, operator_process: Path
+) -> None:
+    server = RedisServer().start()
+    try:
+        make_secret(kube, "own-redis", server.url)
+        queue = queue_of(kube)
+        manifest = taskqueue_manifest(
+            "hold",
+            queues=[queue],
+            scaling=scaling(scaleDownDelay="2s"),
+            redis={"urlFrom": {"secretKeyRef": {"name": "own-redis", "key": "url"}}},
+        )
+        kube.apply(manifest)
+        replicas = Replicas(cluster, kube.namespace, "hold")
+        rq_queue = Queue(queue, connection=server.client())
+        for _ in range(10):
+            rq_queue.enqueue(SLEEP, 120, job_timeout=300)
+        wait_for(lambda: replicas() == 2, 20, 0.2, "scaled to 2")
+
+        def reachable() -> str | None:
+            found = condition(kube.get("taskqueue", "hold"), "RedisReachable")
+            return found["status"] if found else None
+
+        server.stop()
+        stopped = time.monotonic()
+        wait_for(lambda: reachable() == "False", 5, 0.2, "RedisReachable=False")
+        print(f"\nRedisReachable=False {time.monotonic() - stopped:.1f}s after Redis stopped")
+        while time.monotonic() - stopped < 30:
+            assert replicas() == 2, "replicas must be held while Redis is down"
+            time.sleep(1)
+        server.start()
+        back = time.monotonic()
+        wait_for(lambda: reachable() == "True", 5, 0.1, "RedisReachable=True")
+        print(f"RedisReachable=True {time.monotonic() - back:.1f}s after Redis returned")
+        assert replicas() == 2
+    finally:
+        server.cleanup()
