@@ -24,8 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
 from taskqueue_operator.adapters.kube import Kube
-from taskqueue_operator.adapters.recovery import recover_with_prefix
-from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
+from taskqueue_operator.adapters.recovery import recover_with_prefix, requeue_failed_with_prefix
+from taskqueue_operator.api.models import (
+    REQUEUE_ANNOTATION,
+    RequeueStatus,
+    TaskQueue,
+    TaskQueueStatus,
+)
 from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
 from taskqueue_operator.reconcile import drift
 from taskqueue_operator.reconcile.abandoned import find_abandoned
@@ -146,6 +151,7 @@ class TaskQueueLoop:
         self.redis_url_read_at = 0.0
         self.redis_was_reachable: bool | None = None
         self.recovered_jobs = 0
+        self.requeued_token: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -220,12 +226,14 @@ class TaskQueueLoop:
         deployment = self.deployment_observation()
         observation = Observation(now, redis_observation, redis_error, deployment)
 
+        requeue = None
         if redis_observation is not None:
             await self.recover_abandoned_jobs(taskqueue, redis_observation)
+            requeue = await self.requeue_on_annotation(taskqueue, now)
         scale = await self.decide_and_scale(taskqueue, observation)
         await self.reconcile_children(taskqueue, scale.desired_replicas)
         self.record_metrics(observation, scale)
-        await self.report(taskqueue, observation, scale)
+        await self.report(taskqueue, observation, scale, requeue)
         return interval
 
     # ------------------------------------------------------------------- observe
@@ -302,6 +310,30 @@ class TaskQueueLoop:
                 "AbandonedJobsRecovered",
                 f"{len(handled)} jobs of vanished workers ({pods}): {summary}",
             )
+
+    async def requeue_on_annotation(self, taskqueue: TaskQueue, now: float) -> RequeueStatus | None:
+        """`taskqueue.dev/requeue-failed: <token>`: requeue the dead letters once per token.
+
+        The handled token is kept in status, so an operator restart does not act twice.
+        """
+        token = (taskqueue.metadata.get("annotations") or {}).get(REQUEUE_ANNOTATION)
+        done = ((self.last_status or {}).get("requeue") or {}).get("token")
+        if not token or token in (done, self.requeued_token):
+            return None
+        url = taskqueue.spec.redis.url or self.redis_url
+        if url is None:
+            return None
+        count = await asyncio.to_thread(
+            requeue_failed_with_prefix, url, taskqueue.spec.redis.key_prefix, taskqueue.spec.queues
+        )
+        self.requeued_token = token
+        self.post_event(
+            self.body,
+            "Normal",
+            "RequeuedFailedJobs",
+            f"requeued {count} failed jobs (annotation {REQUEUE_ANNOTATION}={token})",
+        )
+        return RequeueStatus(token=token, requeued=count, time=timestamp(now))
 
     def deployment_observation(self) -> DeploymentObservation:
         live = self.children.deployment
@@ -438,10 +470,14 @@ class TaskQueueLoop:
                 )
 
     async def report(
-        self, taskqueue: TaskQueue, observation: Observation, scale: ScaleInfo
+        self,
+        taskqueue: TaskQueue,
+        observation: Observation,
+        scale: ScaleInfo,
+        requeue: RequeueStatus | None = None,
     ) -> None:
         previous = TaskQueueStatus.model_validate(self.last_status) if self.last_status else None
-        status = status_dict(build_status(taskqueue, observation, scale, previous))
+        status = status_dict(build_status(taskqueue, observation, scale, previous, requeue))
         since = observation.time - self.last_status_patch
         if not patch_due(self.last_status, status, since, self.settings.counter_patch_interval):
             return

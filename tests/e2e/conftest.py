@@ -29,38 +29,65 @@ def crd_installed(cluster: Any) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def operator_process(cluster: Any, crd_installed: None) -> Iterator[Path]:
-    """The operator as a local process with the admin kubeconfig, watching all namespaces."""
-    log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
-    binary = Path(sys.executable).with_name("taskqueue-operator")
-    metrics_port = free_port()
-    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                str(binary),
-                "--liveness",
-                f"http://127.0.0.1:{free_port()}/healthz",
-                "--metrics-port",
-                str(metrics_port),
-                "--verbose",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+class OperatorProcess:
+    """The operator as a local process with the admin kubeconfig, watching all namespaces.
+
+    Restartable (tests of restarts); `read_text()` is its log so far.
+    """
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
+        self.metrics_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = Path(sys.executable).with_name("taskqueue-operator")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    "--liveness",
+                    f"http://127.0.0.1:{free_port()}/healthz",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--verbose",
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         time.sleep(1.0)
-        assert process.poll() is None, log_path.read_text()
-        yield log_path
-    finally:
-        process.send_signal(signal.SIGTERM)
+        assert self.process.poll() is None, self.read_text()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=15)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def read_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def operator_process(cluster: Any, crd_installed: None) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(cluster.kubeconfig)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()
 
 
 @pytest.fixture

@@ -22,9 +22,9 @@ from typing import Literal
 import redis
 from rq import Queue
 from rq.defaults import RQ_KEY_PREFIX
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.utils import now
 
 from taskqueue_operator.reconcile.abandoned import AbandonedJob
@@ -125,6 +125,44 @@ def _forget_worker(connection: redis.Redis, worker: str) -> None:
         pipe.execute()
 
 
+def requeue_failed(connection: redis.Redis, queues: list[str]) -> int:
+    """Every job of the queues' failed registries back to its queue (RQ's own requeue)."""
+    count = 0
+    for queue in queues:
+        registry = FailedJobRegistry(queue, connection=connection)
+        for job_id in registry.get_job_ids(cleanup=False):
+            try:
+                registry.requeue(job_id)
+                count += 1
+            except (NoSuchJobError, InvalidJobOperation):
+                registry.remove(job_id, delete_job=False)  # a stale entry: its job is gone
+    return count
+
+
+def requeue_failed_with_prefix(url: str, key_prefix: str, queues: list[str]) -> int:
+    if key_prefix == RQ_KEY_PREFIX:
+        connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            return requeue_failed(connection, queues)
+        finally:
+            connection.close()
+    payload = json.dumps({"url": url, "action": "requeue-failed", "queues": queues})
+    return int(json.loads(_in_subprocess(payload, key_prefix)))
+
+
+def _in_subprocess(payload: str, key_prefix: str) -> str:
+    completed = subprocess.run(
+        [sys.executable, "-m", "taskqueue_operator.adapters.recovery"],
+        input=payload,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RQ_KEY_PREFIX": key_prefix},
+        timeout=60,
+        check=True,
+    )
+    return completed.stdout
+
+
 def recover_with_prefix(
     url: str, key_prefix: str, jobs: list[AbandonedJob], policy: Policy
 ) -> list[Recovered]:
@@ -136,22 +174,16 @@ def recover_with_prefix(
         finally:
             connection.close()
     payload = json.dumps({"url": url, "policy": policy, "jobs": [asdict(j) for j in jobs]})
-    completed = subprocess.run(
-        [sys.executable, "-m", "taskqueue_operator.adapters.recovery"],
-        input=payload,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RQ_KEY_PREFIX": key_prefix},
-        timeout=60,
-        check=True,
-    )
-    return [Recovered(**item) for item in json.loads(completed.stdout)]
+    return [Recovered(**item) for item in json.loads(_in_subprocess(payload, key_prefix))]
 
 
 def _main() -> None:
     request = json.loads(sys.stdin.read())
-    jobs = [AbandonedJob(**item) for item in request["jobs"]]
     connection = redis.Redis.from_url(request["url"], socket_timeout=5)
+    if request.get("action") == "requeue-failed":
+        print(json.dumps(requeue_failed(connection, request["queues"])))
+        return
+    jobs = [AbandonedJob(**item) for item in request["jobs"]]
     print(json.dumps([asdict(r) for r in recover(connection, jobs, request["policy"])]))
 
 

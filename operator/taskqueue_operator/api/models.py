@@ -23,6 +23,8 @@ PLURAL = "taskqueues"
 SINGULAR = "taskqueue"
 SHORT_NAMES = ["tq"]
 API_VERSION = f"{GROUP}/{VERSION}"
+# Set it to a new value (any token) to requeue every failed job once.
+REQUEUE_ANNOTATION = f"{GROUP}/requeue-failed"
 
 DEFAULT_WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
@@ -442,6 +444,14 @@ class ScheduleStatus(ApiModel):
     last_schedule_time: str | None = None
 
 
+class RequeueStatus(ApiModel):
+    """The last `taskqueue.dev/requeue-failed` annotation token the operator acted on."""
+
+    token: str
+    requeued: int = 0
+    time: str | None = None
+
+
 class TaskQueueStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -465,6 +475,7 @@ class TaskQueueStatus(ApiModel):
     last_observed_time: str | None = None
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
+    requeue: RequeueStatus | None = None
     conditions: list[Condition] | None = None
 
 

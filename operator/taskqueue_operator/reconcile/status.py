@@ -10,6 +10,7 @@ from typing import Any
 from taskqueue_operator.api.models import (
     Condition,
     QueueStatus,
+    RequeueStatus,
     TaskQueue,
     TaskQueueStatus,
     WorkerCounts,
@@ -71,6 +72,7 @@ def build_status(
     observation: Observation,
     scale: ScaleInfo,
     previous: TaskQueueStatus | None,
+    requeue: RequeueStatus | None = None,
 ) -> TaskQueueStatus:
     """The status to report. Counters survive a Redis outage: they show the last known values."""
     previous = previous or TaskQueueStatus()
@@ -134,6 +136,7 @@ def build_status(
         last_observed_time=now if redis is not None else previous.last_observed_time,
         last_scale_time=scale.last_scale_time or previous.last_scale_time,
         last_scale_reason=scale.last_scale_reason or previous.last_scale_reason,
+        requeue=requeue or previous.requeue,
         conditions=conditions,
     )
 

@@ -21,7 +21,9 @@ CHART = Path(__file__).resolve().parents[3] / "charts" / "taskqueue-operator"
 
 
 def rendered(cluster: Cluster, *values: str) -> list[dict[str, Any]]:
-    text = cluster.helm("template", "tq", str(CHART), "--namespace", "tq-system", *values).stdout
+    text = cluster.helm(
+        "template", "tq", str(CHART), "--namespace", "tq-system", "--skip-tests", *values
+    ).stdout
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -29,7 +29,7 @@ def status_of(kube: Kubectl, name: str) -> dict:
 
 
 def test_children_columns_and_dead_letters(
-    kube: Kubectl, operator_process: Path, redis_secret: str, redis_client: redis.Redis
+    kube: Kubectl, operator_process: Any, redis_secret: str, redis_client: redis.Redis
 ) -> None:
     queues = unique_queues(kube)
     schedule = {
@@ -85,7 +85,7 @@ def test_children_columns_and_dead_letters(
 
 
 def test_edits_roll_revert_prune_and_delete(
-    kube: Kubectl, operator_process: Path, redis_secret: str
+    kube: Kubectl, operator_process: Any, redis_secret: str
 ) -> None:
     queues = unique_queues(kube)
     schedules = [
@@ -124,7 +124,7 @@ def test_edits_roll_revert_prune_and_delete(
 
 
 def test_cronjob_run_by_hand_enqueues_once_and_a_worker_runs_it(
-    kube: Kubectl, operator_process: Path, redis_secret: str, redis_client: redis.Redis
+    kube: Kubectl, operator_process: Any, redis_secret: str, redis_client: redis.Redis
 ) -> None:
     queues = unique_queues(kube)
     schedule = {
@@ -155,7 +155,7 @@ def test_cronjob_run_by_hand_enqueues_once_and_a_worker_runs_it(
     assert list(job.args) == [0.1]
 
 
-def test_redis_outage_is_a_condition_and_recovers(kube: Kubectl, operator_process: Path) -> None:
+def test_redis_outage_is_a_condition_and_recovers(kube: Kubectl, operator_process: Any) -> None:
     server = RedisServer().start()
     try:
         make_secret(kube, "own-redis", server.url)

@@ -6,7 +6,6 @@ import os
 import signal
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import kubernetes
@@ -57,7 +56,7 @@ def queue_of(kube: Kubectl, suffix: str = "") -> str:
 def test_burst_wakes_in_a_second_scales_to_max_drains_and_returns_to_zero(
     cluster: Cluster,
     kube: Kubectl,
-    operator_process: Path,
+    operator_process: Any,
     redis_secret: str,
     redis_client: redis.Redis,
 ) -> None:
@@ -78,9 +77,15 @@ def test_burst_wakes_in_a_second_scales_to_max_drains_and_returns_to_zero(
         Job.fetch(job.id, connection=redis_client).delete()
         wait_for(lambda: replicas() == 0, 30, 0.1, "back to zero")
         # A draining worker could still take the next job: wait until none is left.
-        wait_for(lambda: not redis_client.smembers(f"rq:workers:{queue}")
-                 and not kube.list("pods", "taskqueue.dev/taskqueue=burst"), 60, 0.2,
-                 "no worker left")
+        wait_for(
+            lambda: (
+                not redis_client.smembers(f"rq:workers:{queue}")
+                and not kube.list("pods", "taskqueue.dev/taskqueue=burst")
+            ),
+            60,
+            0.2,
+            "no worker left",
+        )
     p50 = statistics.median(latencies)
     p95 = statistics.quantiles(latencies, n=20, method="inclusive")[18]
     print(
@@ -154,7 +159,7 @@ def scale_down_scenario(
 def test_scale_down_never_interrupts_a_job_and_without_protection_it_does(
     cluster: Cluster,
     kube: Kubectl,
-    operator_process: Path,
+    operator_process: Any,
     redis_secret: str,
     redis_client: redis.Redis,
 ) -> None:
@@ -168,7 +173,7 @@ def test_scale_down_never_interrupts_a_job_and_without_protection_it_does(
 def test_sigkill_of_a_busy_worker_brings_its_job_back_within_5s(
     cluster: Cluster,
     kube: Kubectl,
-    operator_process: Path,
+    operator_process: Any,
     redis_secret: str,
     redis_client: redis.Redis,
 ) -> None:
@@ -192,7 +197,7 @@ def test_sigkill_of_a_busy_worker_brings_its_job_back_within_5s(
 
 
 def test_redis_outage_holds_replicas_and_recovers(
-    cluster: Cluster, kube: Kubectl, operator_process: Path
+    cluster: Cluster, kube: Kubectl, operator_process: Any
 ) -> None:
     server = RedisServer().start()
     try:
