@@ -39,6 +39,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [
             binary,
             "--port",
