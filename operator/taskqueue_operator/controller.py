@@ -61,6 +61,9 @@ class LoopSettings:
     """Observation interval when autoscaling is off (spec.scaling has its own)."""
     counter_patch_interval: float = 2.0
     """Status writes for counters alone (pending, running...) at most this often."""
+    counter_writes_per_second: float = 50.0
+    """All TaskQueues together: counter-only status writes share this budget, so a
+    thousand busy queues do not mean a thousand API writes per second."""
     secret_refresh_interval: float = 60.0
     """Re-read the Redis URL Secret this often (and at once after a Redis error)."""
     redis_timeout: float = 2.0
@@ -68,10 +71,11 @@ class LoopSettings:
 
 
 class RedisConnections:
-    """One client per Redis URL, shared by all TaskQueues that use it."""
+    """One client per Redis URL, shared by all TaskQueues that use it; and the fleet size."""
 
     def __init__(self) -> None:
         self._clients: dict[str, aioredis.Redis] = {}
+        self.loops = 0
 
     def get(self, url: str) -> aioredis.Redis:
         if url not in self._clients:
@@ -153,6 +157,7 @@ class TaskQueueLoop:
         self.recovered_jobs = 0
         self.requeued_token: str | None = None
         self._task: asyncio.Task[None] | None = None
+        self._parsed: tuple[tuple[Any, str], TaskQueue] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -165,10 +170,12 @@ class TaskQueueLoop:
         return str(self.body["metadata"]["namespace"])
 
     def start(self) -> None:
+        self.connections.loops += 1
         self._task = asyncio.create_task(self.run(), name=f"taskqueue:{self.namespace}/{self.name}")
 
     async def stop(self) -> None:
         if self._task is not None:
+            self.connections.loops -= 1
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -201,9 +208,15 @@ class TaskQueueLoop:
     # ----------------------------------------------------------------------- tick
 
     def parse(self) -> TaskQueue | None:
+        """The validated spec, parsed again only when the generation or metadata moved."""
         generation = self.body["metadata"].get("generation")
+        key = (generation, repr(self.body["metadata"].get("annotations")))
+        if self._parsed is not None and self._parsed[0] == key:
+            return self._parsed[1]
         try:
-            return TaskQueue.model_validate(self.body)
+            parsed = TaskQueue.model_validate(self.body)
+            self._parsed = (key, parsed)
+            return parsed
         except pydantic.ValidationError as error:
             if self.invalid_generation != generation:
                 self.invalid_generation = generation
@@ -479,7 +492,11 @@ class TaskQueueLoop:
         previous = TaskQueueStatus.model_validate(self.last_status) if self.last_status else None
         status = status_dict(build_status(taskqueue, observation, scale, previous, requeue))
         since = observation.time - self.last_status_patch
-        if not patch_due(self.last_status, status, since, self.settings.counter_patch_interval):
+        interval = max(
+            self.settings.counter_patch_interval,
+            self.connections.loops / self.settings.counter_writes_per_second,
+        )
+        if not patch_due(self.last_status, status, since, interval):
             return
         await self.kube.patch_status(self.namespace, self.name, status)
         self.last_status = status

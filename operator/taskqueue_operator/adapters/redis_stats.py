@@ -118,12 +118,18 @@ async def read_stats(
     return RedisObservation(time=now, queues=tuple(stats), workers=tuple(workers))
 
 
-def connect(url: str) -> aioredis.Redis:
-    """A client that fails fast: an unreachable Redis must show up within a tick or two."""
-    return aioredis.Redis.from_url(
+def connect(url: str, max_connections: int = 32) -> aioredis.Redis:
+    """A client that fails fast: an unreachable Redis must show up within a tick or two.
+
+    Many TaskQueues share one client per URL; a blocking pool makes them take turns on a
+    bounded number of connections instead of failing with "too many connections".
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=2.0,
         socket_connect_timeout=2.0,
         socket_timeout=2.0,
         health_check_interval=10,
-        retry_on_timeout=False,
     )
+    return aioredis.Redis(connection_pool=pool)
