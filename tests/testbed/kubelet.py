@@ -108,6 +108,33 @@ def field_value(pod: dict[str, Any], path: str) -> str:
     raise UnresolvableEnv(f"unsupported fieldRef {path}")
 
 
+def children_by_parent() -> dict[int, list[int]]:
+    """The process tree from /proc: parent pid -> child pids."""
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                # The command name may contain spaces: the ppid follows the last ')'.
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def descendants(pid: int, tree: dict[int, list[int]]) -> set[int]:
+    found: set[int] = set()
+    stack = [pid]
+    while stack:
+        for child in tree.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
 @dataclass
 class Container:
     """One container of a pod and its current process."""
@@ -122,6 +149,9 @@ class Container:
     last_exit: int | None = None
     finished_at: dt.datetime | None = None
     next_start: float = 0.0
+    # Processes that left the container's session (RQ's work horse calls setsid()): a
+    # container's death must take them too, as its cgroup would.
+    known_pids: set[int] = field(default_factory=set)
 
     @property
     def name(self) -> str:
@@ -145,6 +175,7 @@ class PodRunner:
     thread: threading.Thread | None = None
     last_status: dict[str, Any] | None = None
     start_time: dt.datetime = field(default_factory=now)
+    next_scan: float = 0.0
 
     @property
     def key(self) -> str:
@@ -320,8 +351,26 @@ class PodRunner:
         # A container's death takes all its processes (a fork worker's work horse too).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(container.process.pid, signal.SIGKILL)
+        self.kill_known(container)
         container.process = None
         return True
+
+    def track(self) -> None:
+        """Remember every process each running container started, once a second."""
+        if time.monotonic() < self.next_scan:
+            return
+        self.next_scan = time.monotonic() + 1.0
+        tree = children_by_parent()
+        for container in self.containers:
+            if container.running and container.process is not None:
+                container.known_pids |= descendants(container.process.pid, tree)
+
+    @staticmethod
+    def kill_known(container: Container) -> None:
+        for pid in container.known_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        container.known_pids.clear()
 
     def should_restart(self, container: Container) -> bool:
         policy = self.pod["spec"].get("restartPolicy", "Always")
@@ -345,6 +394,7 @@ class PodRunner:
                             container.next_start = math.inf  # finished for good
                     if not container.running and time.monotonic() >= container.next_start:
                         self.launch(container)
+                self.track()
                 self.report()
                 self.changed.wait(0.2)
                 self.changed.clear()
@@ -484,7 +534,10 @@ class PodRunner:
         self.kubelet.forget(self)
 
     def kill_all(self) -> None:
+        self.next_scan = 0.0
+        self.track()
         for container in self.containers:
+            self.kill_known(container)
             if container.process is not None and container.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(container.process.pid, signal.SIGKILL)

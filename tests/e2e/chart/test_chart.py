@@ -190,23 +190,24 @@ def test_rbac_is_least_privilege(cluster: Cluster, namespace: str, release: str)
     account = f"system:serviceaccount:{namespace}:{release}-taskqueue-operator"
     must = [
         ("watch", "taskqueues.taskqueue.dev"),
-        ("patch", "taskqueues.taskqueue.dev/status"),
+        ("patch", "taskqueues.taskqueue.dev", "status"),
         ("create", "deployments.apps"),
-        ("patch", "deployments.apps/scale"),
+        ("patch", "deployments.apps", "scale"),
         ("delete", "cronjobs.batch"),
         ("patch", "pods"),
         ("get", "secrets"),
         ("create", "events"),
     ]
-    for verb, resource in must:
-        assert can_i(cluster, account, verb, resource, "-n", namespace), (verb, resource)
+    for verb, resource, *sub in must:
+        extra = [f"--subresource={sub[0]}"] if sub else []
+        assert can_i(cluster, account, verb, resource, "-n", namespace, *extra), (verb, resource)
     other = "default"
     must_not = [
         ("get", "secrets", "-n", other),
         ("list", "secrets", "-n", namespace),
         ("delete", "deployments.apps", "-n", namespace),
         ("delete", "pods", "-n", namespace),
-        ("create", "pods/exec", "-n", namespace),
+        ("create", "pods", "--subresource=exec", "-n", namespace),
         ("update", "taskqueues.taskqueue.dev", "-n", namespace),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("*", "*", "-n", namespace),
