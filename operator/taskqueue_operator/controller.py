@@ -33,7 +33,7 @@ from taskqueue_operator.api.models import (
 )
 from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
 from taskqueue_operator.reconcile import drift
-from taskqueue_operator.reconcile.abandoned import find_abandoned
+from taskqueue_operator.reconcile.abandoned import container_deaths, find_abandoned
 from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
 from taskqueue_operator.reconcile.status import (
@@ -44,7 +44,7 @@ from taskqueue_operator.reconcile.status import (
     status_dict,
     timestamp,
 )
-from taskqueue_operator.reconcile.workers import desired_deployment
+from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
 from taskqueue_operator.scaling.policy import ScalerState, decide
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]
@@ -302,7 +302,8 @@ class TaskQueueLoop:
         vanished = self.children.vanished_pods
         for name in [n for n, seen in vanished.items() if seen < horizon]:
             del vanished[name]
-        abandoned = find_abandoned(redis.workers, set(self.children.pods), set(vanished))
+        deaths = container_deaths(self.children.pods, WORKER_CONTAINER)
+        abandoned = find_abandoned(redis.workers, set(self.children.pods), set(vanished), deaths)
         url = taskqueue.spec.redis.url or self.redis_url
         if not abandoned or url is None:
             return

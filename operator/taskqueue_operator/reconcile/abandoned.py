@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from taskqueue_operator.observation import WorkerInfo
 
@@ -22,10 +24,37 @@ class AbandonedJob:
     cause: str
 
 
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def container_deaths(pods: dict[str, dict[str, Any]], container: str) -> dict[str, datetime]:
+    """When each pod's worker container last died (from its reported status).
+
+    A worker registered before that moment belonged to the dead process: the kubelet
+    reports the death at once, long before a restarted worker registers.
+    """
+    deaths: dict[str, datetime] = {}
+    for name, pod in pods.items():
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != container:
+                continue
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                finished = (state.get("terminated") or {}).get("finishedAt")
+                moment = _parse_time(finished) if finished else None
+                if moment and (name not in deaths or moment > deaths[name]):
+                    deaths[name] = moment
+    return deaths
+
+
 def find_abandoned(
     workers: Iterable[WorkerInfo],
     live_pods: set[str],
     vanished_pods: set[str],
+    container_died: dict[str, datetime] | None = None,
 ) -> list[AbandonedJob]:
     """Jobs of workers whose pod vanished or whose process was replaced.
 
@@ -42,8 +71,12 @@ def find_abandoned(
         pod = worker.hostname
         if not pod or not worker.executions:
             continue
+        born = _parse_time(worker.birth) if worker.birth else None
+        died = (container_died or {}).get(pod)
         if pod in vanished_pods and pod not in live_pods:
             cause = f"pod {pod} is gone"
+        elif pod in live_pods and born and died and born < died:
+            cause = f"the worker container of pod {pod} died"
         elif pod in live_pods and worker.birth and worker.birth < newest_birth.get(pod, ""):
             cause = f"the worker process in pod {pod} was replaced (container restart)"
         else:

@@ -162,17 +162,21 @@ def test_install_test_upgrade_uninstall(
     assert "--verbose" in args
 
     cluster.helm("uninstall", release, "--namespace", namespace)
-    leftovers = cluster.kubectl(
-        "get",
-        "all,serviceaccounts,roles,rolebindings",
-        "-n",
-        namespace,
-        "-l",
-        f"app.kubernetes.io/instance={release}",
-        "-o",
-        "name",
-    ).stdout
-    assert leftovers.strip() == ""
+
+    def leftovers() -> str:
+        return cluster.kubectl(
+            "get",
+            "all,serviceaccounts,roles,rolebindings",
+            "-n",
+            namespace,
+            "-l",
+            f"app.kubernetes.io/instance={release}",
+            "-o",
+            "name",
+        ).stdout.strip()
+
+    # The operator pod takes its grace period to stop; then nothing of the release is left.
+    wait_for(lambda: leftovers() == "", 60, 0.5, "no operator objects left")
     assert (
         cluster.kubectl(
             "get", "clusterrole", f"{release}-taskqueue-operator-discovery", check=False
