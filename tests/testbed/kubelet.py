@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
 import datetime as dt
 import json
 import logging
@@ -52,6 +53,7 @@ DEFAULT_IMAGE_MAP: dict[str, list[str]] = {
 }
 NODE_NAME = "testbed-node"
 LEASE_SECONDS = 40
+PR_SET_CHILD_SUBREAPER = 36
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)|\$\$")
 
 
@@ -352,6 +354,7 @@ class PodRunner:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(container.process.pid, signal.SIGKILL)
         self.kill_known(container)
+        self.kubelet.kill_orphans(self.pod["metadata"]["name"])
         container.process = None
         return True
 
@@ -538,6 +541,8 @@ class PodRunner:
         self.track()
         for container in self.containers:
             self.kill_known(container)
+        self.kubelet.kill_orphans(self.pod["metadata"]["name"])
+        for container in self.containers:
             if container.process is not None and container.process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(container.process.pid, signal.SIGKILL)
@@ -561,6 +566,10 @@ class ProcessKubelet:
         self.pods: dict[str, PodRunner] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        # Orphans of dead containers (RQ's work horse calls setsid()) re-parent to us, not
+        # to init: we can find them and end them with their container, as a cgroup would.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
     # --------------------------------------------------------------- node
 
@@ -724,6 +733,28 @@ class ProcessKubelet:
                 meta["namespace"],
                 body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
             )
+
+    def kill_orphans(self, pod: str) -> None:
+        """SIGKILL (and reap) processes re-parented to us that ran in `pod`."""
+        marker = f"HOSTNAME={pod}".encode()
+        with self.lock:
+            mains = {
+                c.process.pid
+                for runner in self.pods.values()
+                for c in runner.containers
+                if c.process is not None
+            }
+        for pid in children_by_parent().get(os.getpid(), []):
+            if pid in mains:
+                continue
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as environ:
+                    if marker not in environ.read().split(b"\0"):
+                        continue
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                continue
 
     def forget(self, runner: PodRunner) -> None:
         with self.lock:

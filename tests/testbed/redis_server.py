@@ -26,11 +26,13 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     extra_args: list[str] = field(default_factory=list)
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-redis-")))
+    password: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url)
@@ -52,6 +54,7 @@ class RedisServer:
             "",
             "--protected-mode",
             "yes",
+            *(["--requirepass", self.password] if self.password else []),
             *self.extra_args,
         ]
         log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process

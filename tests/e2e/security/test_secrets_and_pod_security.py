@@ -15,7 +15,7 @@ PASSWORD = "planted-Pa55word-7f3a"
 
 
 def test_password_never_leaks(cluster: Cluster, kube: Kubectl, operator_process: Any) -> None:
-    server = RedisServer(extra_args=["--requirepass", PASSWORD]).start()
+    server = RedisServer(password=PASSWORD).start()
     try:
         url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
         make_secret(kube, "redis-url", url)
