@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from testbed.cluster import Cluster, external_cluster, local_cluster, stop_pid
 from testbed.redis_server import RedisServer
 
