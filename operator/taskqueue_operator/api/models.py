@@ -62,6 +62,16 @@ def _preserve(description: str) -> dict[str, Any]:
     return {"x-kubernetes-preserve-unknown-fields": True, "description": description}
 
 
+def _kubernetes_list(kind: str, max_items: int, description: str) -> Any:
+    """A list of an embedded Kubernetes type (EnvVar, Volume...), passed through as is."""
+    return Field(
+        default_factory=list,
+        max_length=max_items,
+        json_schema_extra={"items": _preserve(f"A Kubernetes {kind}.") | {"type": "object"}},
+        description=description,
+    )
+
+
 # ---------------------------------------------------------------------------- spec
 
 
@@ -158,30 +168,20 @@ class WorkerSpec(ApiModel):
         max_length=128,
         description="Overrides the worker arguments (by default: worker class, then queues).",
     )
-    env: list[dict[str, Any]] = Field(
-        default_factory=list,
-        max_length=256,
-        json_schema_extra={"items": _preserve("A Kubernetes EnvVar.") | {"type": "object"}},
-        description="Extra environment variables (Kubernetes EnvVar list).",
+    env: list[dict[str, Any]] = _kubernetes_list(
+        "EnvVar", 256, "Extra environment variables (Kubernetes EnvVar list)."
     )
-    env_from: list[dict[str, Any]] = Field(
-        default_factory=list,
-        max_length=64,
-        json_schema_extra={"items": _preserve("A Kubernetes EnvFromSource.") | {"type": "object"}},
-        description="Extra environment from ConfigMaps/Secrets (Kubernetes EnvFromSource list).",
+    env_from: list[dict[str, Any]] = _kubernetes_list(
+        "EnvFromSource",
+        64,
+        "Extra environment from ConfigMaps/Secrets (Kubernetes EnvFromSource list).",
     )
     resources: ResourceRequirements | None = None
-    volumes: list[dict[str, Any]] = Field(
-        default_factory=list,
-        max_length=64,
-        json_schema_extra={"items": _preserve("A Kubernetes Volume.") | {"type": "object"}},
-        description="Extra pod volumes, e.g. a PersistentVolumeClaim for Parquet results.",
+    volumes: list[dict[str, Any]] = _kubernetes_list(
+        "Volume", 64, "Extra pod volumes, e.g. a PersistentVolumeClaim for Parquet results."
     )
-    volume_mounts: list[dict[str, Any]] = Field(
-        default_factory=list,
-        max_length=64,
-        json_schema_extra={"items": _preserve("A Kubernetes VolumeMount.") | {"type": "object"}},
-        description="Where the extra volumes appear in the worker and schedule containers.",
+    volume_mounts: list[dict[str, Any]] = _kubernetes_list(
+        "VolumeMount", 64, "Where the extra volumes appear in the worker and schedule containers."
     )
     node_selector: dict[str, str] | None = None
     tolerations: list[dict[str, Any]] | None = Field(
