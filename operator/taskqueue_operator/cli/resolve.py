@@ -1,0 +1,341 @@
+"""From `<tq>` to a Redis connection: the TaskQueue and its Secret, read from the cluster.
+
+Users never paste passwords: the URL comes from `spec.redis.url` or the Secret named by
+`spec.redis.urlFrom.secretKeyRef`. `--redis-url` skips the cluster entirely (direct use,
+tests). Nothing here prints a URL without `redact_url`.
+
+RQ reads its key prefix once, at import. A TaskQueue whose `spec.redis.keyPrefix` differs
+from this process's prefix is served by re-running the same command in a child process
+with RQ_KEY_PREFIX set (the trick of adapters/recovery.py); the resolved target travels
+in the child's environment, so the cluster is read once and no URL appears in argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from rq.defaults import RQ_KEY_PREFIX
+
+from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
+from taskqueue_operator.cli.errors import CliError, NotFound, RedisUnavailable, UsageError
+
+TARGET_ENV = "TASKQUEUE_CLI_TARGET"
+DEFAULT_PREFIX = "rq"
+_SECRET_QUERY_KEYS = {"password"}
+_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s/]+@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
+IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+# ------------------------------------------------------------------------- redaction
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (userinfo or `?password=`) replaced by `***`.
+
+    String-level on purpose: rebuilding with urlunsplit rewrites `unix:///` URLs.
+    """
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+
+
+def url_password(url: str) -> str | None:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.password:
+        return parts.password
+    for key, value in parse_qsl(parts.query):
+        if key.lower() in _SECRET_QUERY_KEYS and value:
+            return value
+    return None
+
+
+_KNOWN_URLS: list[str] = []
+
+
+def remember_url(url: str) -> str:
+    """Register a URL whose password `scrub` must remove from any message."""
+    if url not in _KNOWN_URLS:
+        _KNOWN_URLS.append(url)
+    return url
+
+
+def scrub(message: str) -> str:
+    """Every known URL's password out of `message` (the last line of defence)."""
+    for url in _KNOWN_URLS:
+        message = redact(message, url)
+    return redact(message, None)
+
+
+def redact(text: str, url: str | None) -> str:
+    """Any text (an exception message) with the URL's password removed wherever it appears."""
+    if url:
+        text = text.replace(url, redact_url(url))
+        password = url_password(url)
+        for form in {password, unquote(password)} if password else ():
+            if len(form) >= 3:  # shorter ones would garble the message
+                text = text.replace(form, "***")
+    return redact_url(text)
+
+
+# ---------------------------------------------------------------------- spec reading
+
+
+@dataclass(frozen=True)
+class RedisSource:
+    """Where a TaskQueue's Redis URL is: inline, or a Secret key."""
+
+    url: str | None = None
+    secret_name: str | None = None
+    secret_key: str | None = None
+
+
+def redis_source(spec: dict[str, Any]) -> RedisSource:
+    """Lenient on purpose: an ops tool must work on a TaskQueue the operator refuses."""
+    redis_spec = spec.get("redis") or {}
+    if redis_spec.get("url"):
+        return RedisSource(url=str(redis_spec["url"]))
+    ref = (redis_spec.get("urlFrom") or {}).get("secretKeyRef") or {}
+    if ref.get("name") and ref.get("key"):
+        return RedisSource(secret_name=str(ref["name"]), secret_key=str(ref["key"]))
+    raise CliError("the TaskQueue sets neither spec.redis.url nor spec.redis.urlFrom.secretKeyRef")
+
+
+def key_prefix_of(spec: dict[str, Any]) -> str:
+    return str((spec.get("redis") or {}).get("keyPrefix") or DEFAULT_PREFIX)
+
+
+def queues_of(spec: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(q) for q in spec.get("queues") or ())
+
+
+def split_queue_args(values: Sequence[str] | None) -> tuple[str, ...]:
+    """`--queue a --queue b,c` -> ("a", "b", "c"), first occurrence kept."""
+    seen: dict[str, None] = {}
+    for value in values or ():
+        for name in value.split(","):
+            if name.strip():
+                seen.setdefault(name.strip(), None)
+    return tuple(seen)
+
+
+def narrow_queues(available: Sequence[str], requested: Sequence[str], name: str) -> tuple[str, ...]:
+    """The requested queues, which must belong to the TaskQueue (in its priority order)."""
+    if not requested:
+        return tuple(available)
+    unknown = [q for q in requested if q not in available]
+    if unknown:
+        raise UsageError(
+            f"queue {', '.join(unknown)} is not a queue of TaskQueue {name} "
+            f"(its queues: {', '.join(available) or 'none'})"
+        )
+    return tuple(q for q in available if q in requested)
+
+
+# ----------------------------------------------------------------------------- target
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a command works on. `taskqueue` is the object as read (None with --redis-url)."""
+
+    name: str
+    namespace: str | None
+    redis_url: str
+    key_prefix: str
+    queues: tuple[str, ...]
+    taskqueue: dict[str, Any] | None = None
+    events: tuple[dict[str, Any], ...] = field(default=())
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Target:
+        data = json.loads(text)
+        data["queues"] = tuple(data["queues"])
+        data["events"] = tuple(data.get("events") or ())
+        return cls(**data)
+
+    @property
+    def title(self) -> str:
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+
+def _kube(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
+    """An ApiClient and the namespace kubectl would use (context's, else "default")."""
+    import kubernetes  # slow import: only commands that need the cluster pay for it
+
+    configuration = kubernetes.client.Configuration()
+    configuration.retries = 1  # fail fast when the API is down: one line, not a minute
+    config_file = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    paths = [Path(p).expanduser() for p in config_file.split(os.pathsep) if p]
+    if not kubeconfig and not any(p.exists() for p in paths) and _in_cluster():
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        namespace = IN_CLUSTER_NAMESPACE.read_text().strip() or "default"
+        return kubernetes.client.ApiClient(configuration), namespace
+    try:
+        kubernetes.config.load_kube_config(
+            config_file=config_file,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+        contexts, active = kubernetes.config.list_kube_config_contexts(config_file)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise CliError(f"cannot load the kubeconfig ({config_file}): {error}") from None
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else active
+    namespace = ((chosen or {}).get("context") or {}).get("namespace") or "default"
+    return kubernetes.client.ApiClient(configuration), namespace
+
+
+def _in_cluster() -> bool:
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and IN_CLUSTER_NAMESPACE.exists()
+
+
+def _api_error(error: Exception, what: str) -> CliError:
+    """One line for an API failure: not found, forbidden, unreachable."""
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(error, ApiException):
+        message = error.reason or ""
+        with contextlib.suppress(ValueError, AttributeError):
+            message = json.loads(error.body or "{}").get("message") or message
+        if error.status == 404:
+            return NotFound(f"{what} not found ({message})")
+        if error.status in (401, 403):
+            return CliError(f"not allowed to read {what}: {message}")
+        return CliError(f"reading {what} failed: API error {error.status}: {message}")
+    return CliError(f"cannot reach the Kubernetes API to read {what}: {type(error).__name__}")
+
+
+def resolve_from_cluster(
+    name: str,
+    namespace: str | None,
+    kubeconfig: str | None,
+    context: str | None,
+    with_events: bool = False,
+) -> Target:
+    import base64
+
+    import kubernetes
+    import urllib3
+
+    api_client, default_namespace = _kube(kubeconfig, context)
+    namespace = namespace or default_namespace
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    core = kubernetes.client.CoreV1Api(api_client)
+    failures = (kubernetes.client.exceptions.ApiException, urllib3.exceptions.HTTPError, OSError)
+    what = f'TaskQueue "{name}" in namespace "{namespace}"'
+    try:
+        body = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=15
+        )
+    except failures as error:
+        raise _api_error(error, what) from None
+    spec = body.get("spec") or {}
+    source = redis_source(spec)
+    url = source.url
+    if url is None:
+        secret_what = (
+            f'Secret "{source.secret_name}" (spec.redis.urlFrom of {name}) '
+            f'in namespace "{namespace}"'
+        )
+        try:
+            secret = core.read_namespaced_secret(source.secret_name, namespace, _request_timeout=15)
+        except failures as error:
+            raise _api_error(error, secret_what) from None
+        data = secret.data or {}
+        if source.secret_key not in data:
+            raise NotFound(f'{secret_what} has no key "{source.secret_key}"')
+        url = base64.b64decode(data[source.secret_key]).decode().strip()
+    events: tuple[dict[str, Any], ...] = ()
+    if with_events:
+        try:
+            listed = core.list_namespaced_event(
+                namespace,
+                field_selector=f"involvedObject.kind=TaskQueue,involvedObject.name={name}",
+                _request_timeout=15,
+            )
+            events = tuple(api_client.sanitize_for_serialization(e) for e in listed.items)
+        except failures:
+            events = ()  # events are a nicety: RBAC may not allow them
+    return Target(
+        name=name,
+        namespace=namespace,
+        redis_url=url,
+        key_prefix=key_prefix_of(spec),
+        queues=queues_of(spec),
+        taskqueue={k: body.get(k) for k in ("metadata", "spec", "status")},
+        events=events,
+    )
+
+
+# ------------------------------------------------------------------------- key prefix
+
+
+def target_from_environment() -> Target | None:
+    """In a re-executed child: the target its parent resolved."""
+    text = os.environ.pop(TARGET_ENV, None)
+    if text is None:
+        return None
+    target = Target.from_json(text)
+    if target.key_prefix != RQ_KEY_PREFIX:  # never loop: the child must have the prefix
+        raise CliError(f"internal error: child runs with key prefix {RQ_KEY_PREFIX!r}")
+    return target
+
+
+def needs_reexec(target: Target) -> bool:
+    return target.key_prefix != RQ_KEY_PREFIX
+
+
+def reexec(target: Target, argv: Sequence[str]) -> int:
+    """Run the same command with RQ_KEY_PREFIX set; stdin/stdout/stderr are shared (TTY)."""
+    env = {**os.environ, "RQ_KEY_PREFIX": target.key_prefix, TARGET_ENV: target.to_json()}
+    completed = subprocess.run(
+        [sys.executable, "-m", "taskqueue_operator.cli.main", *argv], env=env, check=False
+    )
+    return completed.returncode
+
+
+# ------------------------------------------------------------------------------ redis
+
+
+def connect(url: str) -> redis.Redis:
+    """A client that answered PING; every failure is one line without the password."""
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30)
+    except ValueError as error:
+        raise UsageError(
+            f"invalid Redis URL {redact_url(url)}: {redact(str(error), url)}"
+        ) from None
+    try:
+        client.ping()
+    except redis.AuthenticationError as error:
+        raise RedisUnavailable(
+            f"Redis at {redact_url(url)} refused the credentials: {redact(str(error), url)}"
+        ) from None
+    except (redis.RedisError, OSError) as error:
+        raise RedisUnavailable(
+            f"cannot reach Redis at {redact_url(url)}: {redact(str(error), url)}"
+        ) from None
+    return client
+
+
+def discover_queues(client: redis.Redis, prefix: str) -> tuple[str, ...]:
+    """Every queue RQ registered (`<prefix>:queues`), for --redis-url without --queue."""
+    marker = f"{prefix}:queue:"
+    names = {m.decode().removeprefix(marker) for m in client.smembers(f"{prefix}:queues")}
+    return tuple(sorted(names))
