@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +47,13 @@ from taskqueue_operator.reconcile.status import (
 )
 from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
 from taskqueue_operator.scaling.policy import ScalerState, decide
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 BUSY_POD_DELETION_COST = "10000"
@@ -156,6 +164,8 @@ class TaskQueueLoop:
         self.redis_was_reachable: bool | None = None
         self.recovered_jobs = 0
         self.requeued_token: str | None = None
+        self.memory_policy_checked = 0.0
+        self.memory_policy: tuple[str | None, int | None] = (None, None)
         self._task: asyncio.Task[None] | None = None
         self._parsed: tuple[tuple[Any, str], TaskQueue] | None = None
 
@@ -284,7 +294,24 @@ class TaskQueueLoop:
             self.redis_transition(False, message)
             return None, message
         self.redis_transition(True, "Redis answered")
-        return observation, None
+        return await self.with_memory_policy(client, observation, now), None
+
+    async def with_memory_policy(
+        self, client: aioredis.Redis, observation: RedisObservation, now: float
+    ) -> RedisObservation:
+        """An evicting maxmemory policy silently loses queued jobs: check it once a minute."""
+        if now - self.memory_policy_checked > 60:
+            self.memory_policy_checked = now
+            try:
+                config = await client.config_get("maxmemory*")
+                self.memory_policy = (
+                    _text(config.get(b"maxmemory-policy", config.get("maxmemory-policy"))),
+                    int(config.get(b"maxmemory", config.get("maxmemory")) or 0),
+                )
+            except redis.exceptions.RedisError:
+                self.memory_policy = (None, None)  # CONFIG is disabled: nothing to say
+        policy, limit = self.memory_policy
+        return dataclasses.replace(observation, maxmemory_policy=policy, maxmemory=limit)
 
     def redis_transition(self, reachable: bool, message: str) -> None:
         """One Event per change of reachability, not one per tick."""

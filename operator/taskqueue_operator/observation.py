@@ -67,6 +67,8 @@ class RedisObservation:
     queues: tuple[QueueStats, ...]
     workers: tuple[WorkerInfo, ...] = ()
     maxmemory_policy: str | None = None
+    """`maxmemory-policy` when Redis lets us read its CONFIG (managed Redis may not)."""
+    maxmemory: int | None = None
 
     @property
     def pending(self) -> int:

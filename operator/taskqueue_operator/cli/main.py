@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output(sub)
     sub = leaf(dlq_commands, "show", "one job: traceback, arguments, meta, timestamps")
     sub.add_argument("job_id", metavar="JOB_ID")
+    _queue(sub)
     _output(sub)
     sub = leaf(dlq_commands, "requeue", "put failed jobs back on their queues (RQ's requeue)")
     _selection(sub)

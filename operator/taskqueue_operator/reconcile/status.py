@@ -115,6 +115,7 @@ def build_status(
 
     conditions = [
         _redis_condition(old_conditions, observation, now, generation),
+        *_eviction_condition(old_conditions, observation, now, generation),
         _dead_letter_condition(old_conditions, queues, failed, now, generation),
         _scaling_condition(old_conditions, taskqueue, scale, now, generation),
         _ready_condition(old_conditions, observation, scale, now, generation),
@@ -150,6 +151,35 @@ def _redis_condition(
         )
     message = redact(observation.redis_error or "Redis did not answer")
     return _condition(old, "RedisReachable", False, "ConnectionFailed", message, now, generation)
+
+
+def _eviction_condition(
+    old: dict[str, Condition], observation: Observation, now: str, generation: int | None
+) -> list[Condition]:
+    """Seed 004's allkeys-lru: with maxmemory set, an evicting policy drops queued jobs."""
+    redis = observation.redis
+    if redis is None or redis.maxmemory_policy is None:
+        previous = old.get("RedisEvictionSafe")
+        return [previous] if previous else []
+    if redis.maxmemory and redis.maxmemory_policy != "noeviction":
+        message = (
+            f"maxmemory-policy {redis.maxmemory_policy} with maxmemory {redis.maxmemory}: "
+            "Redis may evict queued jobs; set maxmemory-policy noeviction"
+        )
+        return [
+            _condition(old, "RedisEvictionSafe", False, "EvictingPolicy", message, now, generation)
+        ]
+    return [
+        _condition(
+            old,
+            "RedisEvictionSafe",
+            True,
+            "NoEviction",
+            f"maxmemory-policy {redis.maxmemory_policy}",
+            now,
+            generation,
+        )
+    ]
 
 
 def _dead_letter_condition(

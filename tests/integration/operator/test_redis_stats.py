@@ -129,3 +129,29 @@ def test_oldest_pending_job_age(redis_server: RedisServer, redis_client: redis.R
     age = observation.queues[0].oldest_age(time.time() + 10)
     assert 9.0 < age < 12.0
     assert read(redis_server.url, ["aging", "empty"]).queues[1].oldest_age(time.time()) == 0.0
+
+
+def test_memory_policy_is_read_from_a_real_redis() -> None:
+    """The controller's CONFIG GET parsing, against Redis with seed 004's settings."""
+    from taskqueue_operator.controller import TaskQueueLoop
+
+    server = RedisServer(extra_args=["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"])
+    server.start()
+    try:
+        loop = TaskQueueLoop.__new__(TaskQueueLoop)
+        loop.memory_policy_checked = 0.0
+        loop.memory_policy = (None, None)
+
+        async def run():
+            client = connect(server.url)
+            try:
+                base = await read_stats(client, "rq", ["q"])
+                return await loop.with_memory_policy(client, base, time.time())
+            finally:
+                await client.aclose()
+
+        observation = asyncio.run(run())
+        assert observation.maxmemory_policy == "allkeys-lru"
+        assert observation.maxmemory == 256 * 1024 * 1024
+    finally:
+        server.cleanup()

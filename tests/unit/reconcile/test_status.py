@@ -114,3 +114,19 @@ def test_patch_only_on_change_and_counters_throttled() -> None:
     assert patch_due(base, counters, 2.0, 2.0)
     structure = {**base, "conditions": [{"type": "Ready", "status": "False"}]}
     assert patch_due(base, structure, 0.0, 2.0)
+
+
+def test_evicting_redis_is_a_warning_condition(taskqueue: TaskQueue) -> None:
+    import dataclasses
+
+    lru = dataclasses.replace(redis_with(), maxmemory_policy="allkeys-lru", maxmemory=256 << 20)
+    status = build_status(taskqueue, observe(lru), ScaleInfo(2), None)
+    assert conditions(status)["RedisEvictionSafe"] == ("False", "EvictingPolicy")
+    safe = dataclasses.replace(redis_with(), maxmemory_policy="noeviction", maxmemory=0)
+    assert conditions(build_status(taskqueue, observe(safe), ScaleInfo(2), None))[
+        "RedisEvictionSafe"
+    ] == ("True", "NoEviction")
+    # CONFIG unreadable (managed Redis): no claim either way.
+    assert "RedisEvictionSafe" not in conditions(
+        build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
+    )
