@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
 import kopf
+import kubernetes
 
 from taskqueue_operator.adapters.kube import Kube, load_config
+from taskqueue_operator.adapters.leader import LeaderElection
 from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
 from taskqueue_operator.reconcile.labels import MANAGED_BY, TASKQUEUE_LABEL
 from taskqueue_operator.registry import LoopRegistry
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY, TASKQUEUE_LABEL: kopf.PRESENT}
 _registry: LoopRegistry | None = None
+_tasks: list[asyncio.Task[None]] = []
 
 
 def post_event(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -42,10 +48,18 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.reconnect_backoff = 1.0
     load_config()
     _registry = LoopRegistry(Kube(), post_event)
+    election = os.environ.get("TASKQUEUE_LEADER_ELECTION_NAMESPACE")
+    if election:
+        _registry.active = False
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        leader = LeaderElection(kubernetes.client.CoordinationV1Api(), election, identity)
+        _tasks.append(asyncio.create_task(leader.run(_registry.activate, _registry.deactivate)))
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    for task in _tasks:
+        task.cancel()
     if _registry is not None:
         await _registry.stop_all()
 

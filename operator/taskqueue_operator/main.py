@@ -39,12 +39,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("METRICS_PORT", "9090")),
         help="Prometheus /metrics port (0 disables)",
     )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("TASKQUEUE_LEADER_ELECTION_NAMESPACE", ""),
+        help="run several replicas: only the holder of a Lease in this namespace acts",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.leader_election_namespace:  # read by the startup handler
+        os.environ["TASKQUEUE_LEADER_ELECTION_NAMESPACE"] = options.leader_election_namespace
     import taskqueue_operator.handlers  # noqa: F401 - registers the kopf handlers
     from taskqueue_operator import metrics
 

@@ -36,6 +36,9 @@ class LoopRegistry:
         self.connections = RedisConnections()
         self.loops: dict[Key, TaskQueueLoop] = {}
         self.orphans: dict[Key, ChildCache] = {}
+        self.bodies: dict[Key, dict[str, Any]] = {}
+        # False on a standby replica: it keeps the caches, the leader runs the loops.
+        self.active = True
 
     async def taskqueue_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -50,6 +53,10 @@ class LoopRegistry:
                 await self.loops.pop(key).stop()
                 metrics.forget(*key)
             self.orphans.pop(key, None)
+            self.bodies.pop(key, None)
+            return
+        self.bodies[key] = body
+        if not self.active:
             return
         if loop is None:
             loop = TaskQueueLoop(body, self.kube, self.connections, self.post_event, self.settings)
@@ -69,6 +76,20 @@ class LoopRegistry:
             loop.child_event(kind, event_type or "ADDED", body)
             return
         self.orphans.setdefault(owner, ChildCache()).record(kind, event_type or "ADDED", body)
+
+    async def activate(self) -> None:
+        """Leadership won: run a loop for every known TaskQueue."""
+        self.active = True
+        for body in list(self.bodies.values()):
+            await self.taskqueue_event("ADDED", body)
+
+    async def deactivate(self) -> None:
+        """Leadership lost: stop acting at once; keep what the watches tell us."""
+        self.active = False
+        for key, loop in list(self.loops.items()):
+            await loop.stop()
+            self.orphans[key] = loop.children
+        self.loops.clear()
 
     async def stop_all(self) -> None:
         for loop in list(self.loops.values()):

@@ -35,8 +35,9 @@ class OperatorProcess:
     Restartable (tests of restarts); `read_text()` is its log so far.
     """
 
-    def __init__(self, kubeconfig: Path) -> None:
+    def __init__(self, kubeconfig: Path, *extra_args: str) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_args = list(extra_args)
         self.log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
         self.metrics_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
@@ -53,6 +54,7 @@ class OperatorProcess:
                     "--metrics-port",
                     str(self.metrics_port),
                     "--verbose",
+                    *self.extra_args,
                 ],
                 env=env,
                 stdout=log,
