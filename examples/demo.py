@@ -47,17 +47,20 @@ class Tools:
         self.kubectl_bin = TESTBED / "bin" / "kubectl"
         self.helm_bin = TESTBED / "bin" / "helm"
 
-    def run(self, binary: Path, *args: str, input: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, binary: Path, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        done = subprocess.run([str(binary), *args], input=input, capture_output=True,
-                              text=True, env=env)
+        done = subprocess.run(
+            [str(binary), *args], input=input, capture_output=True, text=True, env=env
+        )
         if check and done.returncode != 0:
             raise SystemExit(f"{binary.name} {' '.join(args)} failed:\n{done.stderr}")
         return done
 
-    def kubectl(self, *args: str, input: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return self.run(self.kubectl_bin, *args, input=input, check=check)
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -122,8 +125,12 @@ def watch_table(tools: Tools, until: Any, timeout: float, label: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", action="store_true", default=os.environ.get("KEEP") == "1",
-                        help="leave the cluster, Redis and the operator running")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        default=os.environ.get("KEEP") == "1",
+        help="leave the cluster, Redis and the operator running",
+    )
     options = parser.parse_args(argv)
     tools = Tools()
     work = Path(tempfile.mkdtemp(prefix="taskqueue-demo-"))
@@ -134,9 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = RedisServer(data_dir=work / "redis").start()
     candles_port = free_port()
     candles = subprocess.Popen(
-        [sys.executable, "-m", "taskqueue_worker.examples.candle_server",
-         "--port", str(candles_port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "taskqueue_worker.examples.candle_server",
+            "--port",
+            str(candles_port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         candles_url = f"http://127.0.0.1:{candles_port}"
@@ -144,79 +157,143 @@ def main(argv: list[str] | None = None) -> int:
 
         say("helm install the operator chart (the operator runs as a pod)")
         tools.helm(
-            "upgrade", "--install", RELEASE, str(ROOT / "charts" / "taskqueue-operator"),
-            "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
-            "--set", f"health.port={free_port()}", "--set", f"metrics.port={free_port()}",
-            "--wait", "--timeout", "120s",
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(ROOT / "charts" / "taskqueue-operator"),
+            "--namespace",
+            OPERATOR_NAMESPACE,
+            "--create-namespace",
+            "--set",
+            f"health.port={free_port()}",
+            "--set",
+            f"metrics.port={free_port()}",
+            "--set",
+            f"dashboard.port={free_port()}",
+            "--wait",
+            "--timeout",
+            "120s",
         )
         print(tools.kubectl("get", "pods", "-n", OPERATOR_NAMESPACE).stdout)
 
         say("A TaskQueue: workers on 3 queues, autoscaling 0..4, a daily ingest schedule")
         tools.kubectl("create", "namespace", NAMESPACE, check=False)
         secret = {
-            "apiVersion": "v1", "kind": "Secret",
+            "apiVersion": "v1",
+            "kind": "Secret",
             "metadata": {"name": "redis-url", "namespace": NAMESPACE},
             "data": {"url": base64.b64encode(redis_server.url.encode()).decode()},
         }
         tools.kubectl("apply", "-f", "-", input=json.dumps(secret))
-        tools.kubectl("apply", "-f", "-", input=json.dumps(taskqueue(data_root, results,
-                                                                      candles_url)))
+        tools.kubectl(
+            "apply", "-f", "-", input=json.dumps(taskqueue(data_root, results, candles_url))
+        )
         client = redis.Redis.from_url(redis_server.url)
-        watch_table(tools, lambda: tools.kubectl("get", "cronjob", "-n", NAMESPACE,
-                                                 "backtests-daily-ingest", check=False)
-                    .returncode == 0, 30, "the CronJob")
+        watch_table(
+            tools,
+            lambda: (
+                tools.kubectl(
+                    "get", "cronjob", "-n", NAMESPACE, "backtests-daily-ingest", check=False
+                ).returncode
+                == 0
+            ),
+            30,
+            "the CronJob",
+        )
 
         say("Trigger the ingest schedule by hand, and ingest the other symbols")
-        tools.kubectl("create", "job", "-n", NAMESPACE, "--from=cronjob/backtests-daily-ingest",
-                      "ingest-now")
+        tools.kubectl(
+            "create", "job", "-n", NAMESPACE, "--from=cronjob/backtests-daily-ingest", "ingest-now"
+        )
         ingest = Queue("data_ingestion", connection=client)
         for symbol in SYMBOLS[1:]:
-            ingest.enqueue("taskqueue_worker.examples.ingest_candles", symbol,
-                           timeframe="1D", days=400, job_timeout=120)
+            ingest.enqueue(
+                "taskqueue_worker.examples.ingest_candles",
+                symbol,
+                timeframe="1D",
+                days=400,
+                job_timeout=120,
+            )
         parquet = lambda: sorted(data_root.rglob("*.parquet"))  # noqa: E731
-        watch_table(tools, lambda: len({p.parts[-3] for p in parquet()}) == len(SYMBOLS),
-                    120, "the ingest")
+        watch_table(
+            tools, lambda: len({p.parts[-3] for p in parquet()}) == len(SYMBOLS), 120, "the ingest"
+        )
         print(f"   dataset: {len(parquet())} Parquet files under {data_root}")
 
         say("A burst of 40 backtests (EMA crossover, 3 symbols): watch the workers scale")
         backtests = Queue("backtest-queue", connection=client)
         jobs = [
-            backtests.enqueue("taskqueue_worker.examples.backtest", "ema_cross", SYMBOLS,
-                              "2025-06-01", "2026-06-01",
-                              params={"fast": 5 + i % 10, "slow": 30 + i}, job_timeout=120)
+            backtests.enqueue(
+                "taskqueue_worker.examples.backtest",
+                "ema_cross",
+                SYMBOLS,
+                "2025-06-01",
+                "2026-06-01",
+                params={"fast": 5 + i % 10, "slow": 30 + i},
+                job_timeout=120,
+            )
             for i in range(40)
         ]
-        watch_table(tools, lambda: all(j.get_status(refresh=True) in ("finished", "failed")
-                                       for j in jobs), 240, "the drain")
+        watch_table(
+            tools,
+            lambda: all(j.get_status(refresh=True) in ("finished", "failed") for j in jobs),
+            240,
+            "the drain",
+        )
         failed = [j.id for j in jobs if j.get_status() == "failed"]
         print(f"   {len(jobs) - len(failed)} backtests finished, {len(failed)} failed")
 
         say("Scale down to zero after the 10 s stabilization")
-        watch_table(tools, lambda: tools.kubectl(
-            "get", "deployment", "-n", NAMESPACE, "backtests-workers",
-            "-o", "jsonpath={.spec.replicas}").stdout == "0", 90, "the scale-down")
+        watch_table(
+            tools,
+            lambda: (
+                tools.kubectl(
+                    "get",
+                    "deployment",
+                    "-n",
+                    NAMESPACE,
+                    "backtests-workers",
+                    "-o",
+                    "jsonpath={.spec.replicas}",
+                ).stdout
+                == "0"
+            ),
+            90,
+            "the scale-down",
+        )
 
         say("Where the results are")
         files = sorted(results.rglob("*.parquet"))
         print(f"   {len(files)} result tables under {results} (one Parquet file per job)")
-        print(tools.kubectl("get", "events", "-n", NAMESPACE,
-                            "--field-selector", "involvedObject.kind=TaskQueue").stdout)
+        print(
+            tools.kubectl(
+                "get",
+                "events",
+                "-n",
+                NAMESPACE,
+                "--field-selector",
+                "involvedObject.kind=TaskQueue",
+            ).stdout
+        )
         if failed:
             return 1
     finally:
         if not options.keep:
             say("Cleaning up")
-            tools.helm_bin.exists() and tools.run(tools.helm_bin, "uninstall", RELEASE, "-n",
-                                                  OPERATOR_NAMESPACE, check=False)
+            tools.helm_bin.exists() and tools.run(
+                tools.helm_bin, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, check=False
+            )
             candles.terminate()
             redis_server.cleanup()
             subprocess.run(["make", "-C", str(ROOT), "testbed-down"], check=False)
         else:
             candles.terminate()
             pid = redis_server.process.pid if redis_server.process else "?"
-            print(f"\nKEEP=1: the cluster stays up. export KUBECONFIG={tools.kubeconfig}; "
-                  f"Redis at {redis_server.url} (pid {pid}); stop Redis with `kill {pid}` "
-                  "and the cluster with `make testbed-down`.")
+            print(
+                f"\nKEEP=1: the cluster stays up. export KUBECONFIG={tools.kubeconfig}; "
+                f"Redis at {redis_server.url} (pid {pid}); stop Redis with `kill {pid}` "
+                "and the cluster with `make testbed-down`."
+            )
     return 0
 
 

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,7 @@ def _text(value: object) -> str | None:
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 BUSY_POD_DELETION_COST = "10000"
 VANISHED_POD_MEMORY_SECONDS = 3600.0
+HISTORY_POINTS = 3600  # an hour of 1 s ticks, for the dashboard
 IDLE_POD_DELETION_COST = "0"
 
 
@@ -168,6 +170,9 @@ class TaskQueueLoop:
         self.memory_policy: tuple[str | None, int | None] = (None, None)
         self._task: asyncio.Task[None] | None = None
         self._parsed: tuple[tuple[Any, str], TaskQueue] | None = None
+        self.last_observation: Observation | None = None
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
+        self.scale_events: deque[dict[str, Any]] = deque(maxlen=200)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -256,6 +261,7 @@ class TaskQueueLoop:
         scale = await self.decide_and_scale(taskqueue, observation)
         await self.reconcile_children(taskqueue, scale.desired_replicas)
         self.record_metrics(observation, scale)
+        self.record_history(observation, scale)
         await self.report(taskqueue, observation, scale, requeue)
         return interval
 
@@ -428,6 +434,14 @@ class TaskQueueLoop:
                 self.children.deployment.setdefault("spec", {})["replicas"] = decision.replicas
             self.last_scale = (timestamp(observation.time), decision.reason)
             direction = "up" if decision.replicas > current else "down"
+            self.scale_events.append(
+                {
+                    "t": round(observation.time, 3),
+                    "from": current,
+                    "to": decision.replicas,
+                    "reason": decision.reason,
+                }
+            )
             metrics.SCALE_EVENTS.labels(self.namespace, self.name, direction).inc()
             metrics.DECISION_LATENCY.labels(self.namespace, self.name).observe(
                 max(0.0, self.clock() - observation.time)
@@ -501,6 +515,21 @@ class TaskQueueLoop:
             self.post_event(self.body, "Normal", "Updated", f"{kind} {name}: restored the spec")
 
     # -------------------------------------------------------------------- report
+
+    def record_history(self, observation: Observation, scale: ScaleInfo) -> None:
+        """One point per tick for the dashboard's last hour."""
+        self.last_observation = observation
+        redis = observation.redis
+        self.history.append(
+            {
+                "t": round(observation.time, 3),
+                "pending": redis.pending if redis else None,
+                "running": redis.running if redis else None,
+                "workers": len(redis.live_workers) if redis else None,
+                "desired": scale.desired_replicas,
+                "ready": observation.deployment.ready_replicas,
+            }
+        )
 
     def record_metrics(self, observation: Observation, scale: ScaleInfo) -> None:
         metrics.record_observation(self.namespace, self.name, observation, scale.desired_replicas)

@@ -20,6 +20,7 @@ from taskqueue_operator.registry import LoopRegistry
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY, TASKQUEUE_LABEL: kopf.PRESENT}
 _registry: LoopRegistry | None = None
 _tasks: list[asyncio.Task[None]] = []
+_runners: list[Any] = []
 
 
 def post_event(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
@@ -48,6 +49,11 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.reconnect_backoff = 1.0
     load_config()
     _registry = LoopRegistry(Kube(), post_event)
+    dashboard_port = int(os.environ.get("TASKQUEUE_DASHBOARD_PORT", "0"))
+    if dashboard_port:
+        from taskqueue_operator.dashboard import serve
+
+        _runners.append(await serve(_registry, dashboard_port))
     election = os.environ.get("TASKQUEUE_LEADER_ELECTION_NAMESPACE")
     if election:
         _registry.active = False
@@ -60,6 +66,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 async def cleanup(**_: Any) -> None:
     for task in _tasks:
         task.cancel()
+    for runner in _runners:
+        await runner.cleanup()
     if _registry is not None:
         await _registry.stop_all()
 

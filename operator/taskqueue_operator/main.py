@@ -44,12 +44,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=os.environ.get("TASKQUEUE_LEADER_ELECTION_NAMESPACE", ""),
         help="run several replicas: only the holder of a Lease in this namespace acts",
     )
+    parser.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=int(os.environ.get("TASKQUEUE_DASHBOARD_PORT", "0")),
+        help="serve the read-only web dashboard on this port (0: off)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    os.environ["TASKQUEUE_DASHBOARD_PORT"] = str(options.dashboard_port)
     if options.leader_election_namespace:  # read by the startup handler
         os.environ["TASKQUEUE_LEADER_ELECTION_NAMESPACE"] = options.leader_election_namespace
     import taskqueue_operator.handlers  # noqa: F401 - registers the kopf handlers

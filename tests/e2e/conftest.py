@@ -40,6 +40,7 @@ class OperatorProcess:
         self.extra_args = list(extra_args)
         self.log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
         self.metrics_port = free_port()
+        self.dashboard_port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -53,6 +54,8 @@ class OperatorProcess:
                     f"http://127.0.0.1:{free_port()}/healthz",
                     "--metrics-port",
                     str(self.metrics_port),
+                    "--dashboard-port",
+                    str(self.dashboard_port),
                     "--verbose",
                     *self.extra_args,
                 ],

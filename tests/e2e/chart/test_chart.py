@@ -94,6 +94,8 @@ def release(cluster: Cluster, namespace: str) -> Iterator[str]:
         "--set",
         f"metrics.port={free_port()}",
         "--set",
+        f"dashboard.port={free_port()}",
+        "--set",
         f"watchNamespaces={{{namespace}}}",
         "--wait",
         "--timeout",
