@@ -34,6 +34,7 @@ from taskqueue_operator.api.models import (
     TaskQueueStatus,
 )
 from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
+from taskqueue_operator.rates import OutcomeWindow
 from taskqueue_operator.reconcile import drift
 from taskqueue_operator.reconcile.abandoned import container_deaths, find_abandoned
 from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
@@ -173,6 +174,7 @@ class TaskQueueLoop:
         self.last_observation: Observation | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
         self.scale_events: deque[dict[str, Any]] = deque(maxlen=200)
+        self.outcomes = OutcomeWindow()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -534,6 +536,16 @@ class TaskQueueLoop:
     def record_metrics(self, observation: Observation, scale: ScaleInfo) -> None:
         metrics.record_observation(self.namespace, self.name, observation, scale.desired_replicas)
         if observation.redis is not None:
+            self.outcomes.update(observation.redis)
+            metrics.record_failure_ratio(self.namespace, self.name, self.outcomes.failure_ratio())
+        taskqueue = self.parse()
+        target = (
+            taskqueue.spec.scaling.target_queue_seconds
+            if taskqueue and taskqueue.spec.scaling
+            else None
+        )
+        if target is not None:
+            metrics.TARGET_WAIT.labels(self.namespace, self.name).set(target)
             for queue in observation.redis.queues:
                 metrics.QUEUE_WAIT.labels(self.namespace, self.name, queue.name).set(
                     queue.oldest_age(observation.time)
