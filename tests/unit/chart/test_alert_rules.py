@@ -35,3 +35,19 @@ def test_rules_are_complete() -> None:
         assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         assert "for" in rule, rule["alert"]
+
+
+def test_every_alert_fires_over_its_threshold_and_not_under() -> None:
+    """`promtool test rules` (built by `make binaries`) on synthetic series."""
+    import subprocess
+
+    from testbed.build import bin_dir
+
+    promtool = bin_dir() / "promtool"
+    assert promtool.exists(), "run `make binaries` (it builds promtool)"
+    tests = Path(__file__).resolve().parents[2] / "promtool" / "alerts_test.yaml"
+    done = subprocess.run(
+        [str(promtool), "test", "rules", str(tests)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout + done.stderr
