@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from testbed.ports import free_port
 
 WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
 
@@ -89,3 +96,59 @@ def condition(body: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
         if entry["type"] == kind:
             return entry
     return None
+
+
+class OperatorProcess:
+    """The operator as a local process with the admin kubeconfig, watching all namespaces.
+
+    Restartable (tests of restarts); `read_text()` is its log so far.
+    """
+
+    def __init__(self, kubeconfig: Path, *extra_args: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.extra_args = list(extra_args)
+        self.log_path = Path(tempfile.mkdtemp(prefix="tq-operator-")) / "operator.log"
+        self.metrics_port = free_port()
+        self.dashboard_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = Path(sys.executable).with_name("taskqueue-operator")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(binary),
+                    "--liveness",
+                    f"http://127.0.0.1:{free_port()}/healthz",
+                    "--metrics-port",
+                    str(self.metrics_port),
+                    "--dashboard-port",
+                    str(self.dashboard_port),
+                    "--verbose",
+                    *self.extra_args,
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        time.sleep(1.0)
+        assert self.process.poll() is None, self.read_text()
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def read_text(self) -> str:
+        return self.log_path.read_text(errors="replace")

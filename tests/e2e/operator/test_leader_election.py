@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 import pytest
-from e2e_helpers import Kubectl, taskqueue_manifest, wait_for
+from e2e_helpers import Kubectl, OperatorProcess, taskqueue_manifest, wait_for
 from testbed.cluster import Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -17,8 +17,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 def test_one_leader_acts_and_the_standby_takes_over(
     cluster: Cluster, kube: Kubectl, operator_process: Any, redis_secret: str
 ) -> None:
-    from conftest import OperatorProcess  # type: ignore[import-not-found]
-
     operator_process.stop()  # the session's operator would act without an election
     replicas = [
         OperatorProcess(cluster.kubeconfig, "--leader-election-namespace", kube.namespace)
