@@ -538,18 +538,15 @@ class TaskQueueLoop:
         if observation.redis is not None:
             self.outcomes.update(observation.redis)
             metrics.record_failure_ratio(self.namespace, self.name, self.outcomes.failure_ratio())
-        taskqueue = self.parse()
-        target = (
-            taskqueue.spec.scaling.target_queue_seconds
-            if taskqueue and taskqueue.spec.scaling
-            else None
-        )
-        if target is not None:
-            metrics.TARGET_WAIT.labels(self.namespace, self.name).set(target)
             for queue in observation.redis.queues:
                 metrics.QUEUE_WAIT.labels(self.namespace, self.name, queue.name).set(
                     queue.oldest_age(observation.time)
                 )
+        taskqueue = self.parse()
+        if taskqueue is not None and taskqueue.spec.scaling is not None:
+            target = taskqueue.spec.scaling.target_queue_seconds
+            if target is not None:
+                metrics.TARGET_WAIT.labels(self.namespace, self.name).set(target)
 
     async def report(
         self,
