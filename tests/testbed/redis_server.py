@@ -70,6 +70,7 @@ class RedisServer:
                     return self
             except redis.exceptions.ConnectionError:
                 time.sleep(0.02)
+        self.stop()  # never leave a server behind when start() fails
         raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout}s")
 
     def stop(self) -> None:
