@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from testbed.cluster import Cluster, external_cluster, local_cluster, stop_pid
+from testbed.cluster import Cluster, external_cluster, local_cluster, stop_pid, sweep
 from testbed.redis_server import RedisServer
 
 
@@ -56,13 +57,15 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield testbed
     finally:
         stop_pid(process.pid)
+        sweep(state)  # only does something when the supervisor could not clean up
+        shutil.rmtree(state, ignore_errors=True)
 
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
     """A fresh namespace per test, deleted after it (without waiting for the pods to drain)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    cluster.kubectl("create", "namespace", name)
+    cluster.create_namespace(name)
     try:
         yield name
     finally:

@@ -7,27 +7,18 @@ helm into `.testbed/bin`; `down` stops it by its recorded PID.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from testbed.cluster import TESTS, local_cluster, stop_pid
+from testbed.cluster import TESTS, exited, local_cluster, stop_pid, sweep
 
 STATE = TESTS.parent / ".testbed"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def recorded_pid() -> int | None:
     pid_file = STATE / "serve.pid"
     if pid_file.exists():
         pid = int(pid_file.read_text())
-        if alive(pid):
+        if not exited(pid):
             return pid
     return None
 
@@ -36,6 +27,8 @@ def up() -> int:
     if recorded_pid() is not None and (STATE / "ready").exists():
         print(f"test bed already up: export KUBECONFIG={STATE / 'kubeconfig'}")
         return 0
+    if recorded_pid() is None:
+        sweep(STATE)  # what a crashed supervisor left behind
     cluster, process = local_cluster(STATE)
     (STATE / "serve.pid").write_text(str(process.pid))
     (STATE / "bin").mkdir(exist_ok=True)
@@ -56,6 +49,9 @@ def down() -> int:
     else:
         stop_pid(pid)
         print(f"test bed stopped (pid {pid})")
+    leftovers = sweep(STATE)  # a supervisor killed with -9 leaves its children running
+    if leftovers:
+        print(f"stopped leftover processes {leftovers}")
     for name in ("serve.pid", "ready", "kubeconfig"):
         (STATE / name).unlink(missing_ok=True)
     return 0
@@ -63,8 +59,14 @@ def down() -> int:
 
 def status() -> int:
     pid = recorded_pid()
-    print(f"running (pid {pid})" if pid else "not running")
-    return 0 if pid else 1
+    if pid is None:
+        print("not running")
+        return 1
+    ready = (STATE / "ready").exists()
+    print(f"{'running' if ready else 'starting'} (pid {pid}), kubeconfig {STATE / 'kubeconfig'}")
+    if (STATE / "pids.json").exists():
+        print((STATE / "pids.json").read_text().strip())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

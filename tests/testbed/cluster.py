@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -57,6 +59,16 @@ class Cluster:
     def api_client(self) -> kubernetes.client.ApiClient:
         return kubernetes.config.new_client_from_config(str(self.kubeconfig))
 
+    def create_namespace(self, name: str, timeout: float = 30) -> None:
+        """Create a namespace and wait for its `default` ServiceAccount: until the
+        controller-manager made it, the API server refuses the namespace's pods."""
+        self.kubectl("create", "namespace", name)
+        deadline = time.monotonic() + timeout
+        while self.kubectl("get", "-n", name, "serviceaccount", "default", check=False).returncode:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no default ServiceAccount in {name} after {timeout}s")
+            time.sleep(0.1)
+
     def pod_dir(self, namespace: str, pod: str) -> Path | None:
         """Logs (`<container>.log`) and PIDs (`<container>.pid`) of a test-bed pod."""
         if self.state_dir is None:
@@ -93,19 +105,64 @@ def wait_ready(
         time.sleep(0.1)
 
 
+def exited(pid: int) -> bool:
+    """Gone, or a zombie (reaped here when it is our child: kill(pid, 0) succeeds on one)."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
 def stop_pid(pid: int, timeout: float = 60) -> None:
+    """SIGTERM, wait up to `timeout` for the process to exit, then SIGKILL."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if exited(pid):
             return
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def sweep(state: Path) -> list[int]:
+    """Stop what a supervisor that died without cleaning up left behind, by recorded PID:
+    the components in `pids.json` and the pods' processes in `pods/*/*.pid`."""
+    stopped = []
+    pids_file = state / "pids.json"
+    if pids_file.exists():
+        markers = {"serve": "testbed.serve", "kubelet": "testbed.kubelet"}
+        for name, pid in json.loads(pids_file.read_text()).items():
+            marker = markers.get(name, name)
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                stop_pid(pid, timeout=15)
+                stopped.append(pid)
+        pids_file.unlink()
+    for pid_file in state.glob("pods/*/*.pid"):
+        pod = pid_file.parent.name.split("_", 1)[1]
+        pid = int(pid_file.read_text() or 0)
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"HOSTNAME={pod}".encode() in environ:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            stopped.append(pid)
+    return stopped
 
 
 def local_cluster(state: Path) -> tuple[Cluster, subprocess.Popen[bytes]]:
