@@ -124,7 +124,9 @@ class ControlPlane:
     bin_dir: Path
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-cp-")))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
     apiserver_port: int = 0
+    controller_manager_port: int = 0
 
     @property
     def server(self) -> str:
@@ -138,15 +140,20 @@ class ControlPlane:
     def ca_file(self) -> Path:
         return self.work_dir / "ca.crt"
 
+    @property
+    def pids(self) -> dict[str, int]:
+        return {name: process.pid for name, process in self.processes.items()}
+
     def _spawn(self, name: str, command: list[str]) -> None:
-        log = open(self.work_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.processes[name] = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.work_dir,
-            start_new_session=True,
-        )
+        self.commands[name] = command
+        with open(self.work_dir / f"{name}.log", "ab") as log:
+            self.processes[name] = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.work_dir,
+                start_new_session=True,
+            )
 
     def start(self, timeout: float = 60.0) -> ControlPlane:
         make_certificates(self.work_dir)
@@ -204,6 +211,7 @@ class ControlPlane:
             )
         )
         self._wait_ready(timeout)
+        self.controller_manager_port = free_port()
         self._spawn(
             "kube-controller-manager",
             [
@@ -217,18 +225,40 @@ class ControlPlane:
                 "--leader-elect=false",
                 f"--controllers={CONTROLLERS}",
                 "--bind-address=127.0.0.1",
-                f"--secure-port={free_port()}",
+                f"--secure-port={self.controller_manager_port}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # The node is ours: never evict pods because a heartbeat came late.
                 "--node-monitor-grace-period=60s",
                 "--v=1",
             ],
         )
+        self._wait_controller_manager(timeout)
         return self
+
+    def _wait_controller_manager(self, timeout: float) -> None:
+        """Its /healthz (always allowed, self-signed serving cert) answers once it runs."""
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
+        self._poll(url, context, timeout, "kube-controller-manager")
+
+    def restart(self, name: str, timeout: float = 60.0) -> None:
+        """Stop one component by its PID and start it again with the same command line
+        (tests of API server restarts); returns when it is healthy again."""
+        self._stop_one(name)
+        self._spawn(name, self.commands[name])
+        if name == "kube-apiserver":
+            self._wait_ready(timeout)
+        elif name == "kube-controller-manager":
+            self._wait_controller_manager(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         context.load_cert_chain(str(self.work_dir / "admin.crt"), str(self.work_dir / "admin.key"))
+        self._poll(f"{self.server}/readyz", context, timeout, "kube-apiserver")
+
+    def _poll(self, url: str, context: ssl.SSLContext, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
@@ -237,27 +267,29 @@ class ControlPlane:
                     log = (self.work_dir / f"{name}.log").read_text()[-2000:]
                     raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
             try:
-                with urllib.request.urlopen(
-                    f"{self.server}/readyz", context=context, timeout=2
-                ) as reply:
+                with urllib.request.urlopen(url, context=context, timeout=2) as reply:
                     if reply.status == 200:
                         return
             except OSError as error:
                 last = str(error)
-            time.sleep(0.2)
-        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}")
+            time.sleep(0.1)
+        raise TimeoutError(f"{what} not ready after {timeout}s: {last}")
+
+    def _stop_one(self, name: str) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def stop(self, remove: bool = True) -> None:
         """Stop in reverse order by PID: controllers, API server, etcd."""
-        for name in reversed(list(self.processes)):
-            process = self.processes[name]
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        self.processes.clear()
+        # A restarted component is last in the dict: stop in dependency order, not by age.
+        order = ["kube-controller-manager", "kube-apiserver", "etcd"]
+        for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else -1):
+            self._stop_one(name)
         if remove:
             shutil.rmtree(self.work_dir, ignore_errors=True)
