@@ -36,11 +36,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from testbed.controlplane import kubeconfig_text
@@ -54,6 +56,8 @@ DEFAULT_IMAGE_MAP: dict[str, list[str]] = {
 NODE_NAME = "testbed-node"
 LEASE_SECONDS = 40
 PR_SET_CHILD_SUBREAPER = 36
+# What an API server restart looks like to the client: try again, do not give up the pod.
+TRANSIENT = (urllib3.exceptions.HTTPError, OSError)
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.\-]*)\)|\$\$")
 
 
@@ -108,6 +112,60 @@ def field_value(pod: dict[str, Any], path: str) -> str:
     if path in simple:
         return str(simple[path])
     raise UnresolvableEnv(f"unsupported fieldRef {path}")
+
+
+# Reads a Secret's or ConfigMap's data: (kind, name, optional) -> data; {} when an optional
+# object is missing; raises UnresolvableEnv when a required one is.
+Reader = Callable[[str, str, bool], dict[str, str]]
+
+
+def container_argv(spec: dict[str, Any], entrypoint: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' rule: `command` replaces the image's entrypoint, `args` its default args.
+
+    Our images have no default args, so argv = (command or entrypoint) + args, each
+    $(VAR)-expanded against the container's environment.
+    """
+    command = spec.get("command") or entrypoint
+    return [expand(part, env) for part in [*command, *(spec.get("args") or [])]]
+
+
+def resolve_env(
+    pod: dict[str, Any], container: dict[str, Any], base: dict[str, str], read: Reader
+) -> dict[str, str]:
+    """`envFrom` first, then `env` in order (later entries see earlier ones in $(VAR))."""
+    env = dict(base)
+    for source in container.get("envFrom") or []:
+        prefix = source.get("prefix", "")
+        for kind, key in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+            if key in source:
+                ref = source[key]
+                data = read(kind, ref["name"], bool(ref.get("optional")))
+                env.update({prefix + name: value for name, value in data.items()})
+    for item in container.get("env") or []:
+        name = item["name"]
+        source = item.get("valueFrom")
+        if not source:
+            env[name] = expand(str(item.get("value", "")), env)
+            continue
+        if "fieldRef" in source:
+            env[name] = field_value(pod, source["fieldRef"]["fieldPath"])
+            continue
+        for kind, key in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            if key in source:
+                ref = source[key]
+                optional = bool(ref.get("optional"))
+                value = read(kind, ref["name"], optional).get(ref["key"])
+                if value is not None:
+                    env[name] = value
+                elif not optional:
+                    raise UnresolvableEnv(
+                        f"couldn't find key {ref['key']} in {kind} "
+                        f"{pod['metadata']['namespace']}/{ref['name']} (env {name})"
+                    )
+                break
+        else:
+            raise UnresolvableEnv(f"unsupported valueFrom in env {name}: {sorted(source)}")
+    return env
 
 
 def children_by_parent() -> dict[int, list[int]]:
@@ -178,6 +236,7 @@ class PodRunner:
     last_status: dict[str, Any] | None = None
     start_time: dt.datetime = field(default_factory=now)
     next_scan: float = 0.0
+    gone: bool = False  # the pod object no longer exists: nothing to delete
 
     @property
     def key(self) -> str:
@@ -190,9 +249,11 @@ class PodRunner:
     # ------------------------------------------------------------------ setup
 
     def environment(self, container: dict[str, Any]) -> dict[str, str]:
-        env: dict[str, str] = {
+        # A minimal host environment: a container does not inherit its node's.
+        base: dict[str, str] = {
             "PATH": self.kubelet.path,
             "LANG": os.environ.get("LANG", "C.UTF-8"),
+            # The pod folder, not the user's home: pods must not share ~/.cache & co.
             "HOME": str(self.directory),
             "HOSTNAME": self.pod["metadata"]["name"],
             "KUBERNETES_SERVICE_HOST": "127.0.0.1",
@@ -200,41 +261,13 @@ class PodRunner:
         }
         kubeconfig = self.service_account_kubeconfig()
         if kubeconfig:
-            env["KUBECONFIG"] = str(kubeconfig)
-        for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
-            if "secretRef" in source:
-                data = self.secret(source["secretRef"]["name"], source["secretRef"])
-            elif "configMapRef" in source:
-                data = self.config_map(source["configMapRef"]["name"], source["configMapRef"])
-            else:
-                continue
-            env.update({prefix + key: value for key, value in data.items()})
-        for item in container.get("env") or []:
-            name = item["name"]
-            if "value" in item or "valueFrom" not in item:
-                env[name] = expand(str(item.get("value", "")), env)
-                continue
-            source = item["valueFrom"]
-            if "secretKeyRef" in source:
-                ref = source["secretKeyRef"]
-                value = self.secret(ref["name"], ref).get(ref["key"])
-            elif "configMapKeyRef" in source:
-                ref = source["configMapKeyRef"]
-                value = self.config_map(ref["name"], ref).get(ref["key"])
-            elif "fieldRef" in source:
-                value = field_value(self.pod, source["fieldRef"]["fieldPath"])
-            else:
-                raise UnresolvableEnv(f"unsupported valueFrom in env {name}")
-            if value is None:
-                if ref.get("optional"):
-                    continue
-                raise UnresolvableEnv(f"key {ref['key']} not found in {ref['name']} for {name}")
-            env[name] = value
+            base["KUBECONFIG"] = str(kubeconfig)
+        env = resolve_env(self.pod, container, base, self.read)
         env["TMPDIR"] = str(self.directory / "tmp")  # the emptyDir stand-in, always ours
         return env
 
-    def _read(self, kind: str, name: str, ref: dict[str, Any]) -> dict[str, str] | None:
+    def read(self, kind: str, name: str, optional: bool) -> dict[str, str]:
+        """A Secret's (decoded) or ConfigMap's data, read fresh at each container start."""
         namespace = self.pod["metadata"]["namespace"]
         try:
             if kind == "Secret":
@@ -243,17 +276,11 @@ class PodRunner:
             config_map = self.kubelet.core.read_namespaced_config_map(name, namespace)
             return dict(config_map.data or {})
         except ApiException as error:
-            if error.status == 404:
-                if ref.get("optional"):
-                    return {}
-                raise UnresolvableEnv(f'{kind.lower()} "{name}" not found') from error
-            raise
-
-    def secret(self, name: str, ref: dict[str, Any]) -> dict[str, str]:
-        return self._read("Secret", name, ref) or {}
-
-    def config_map(self, name: str, ref: dict[str, Any]) -> dict[str, str]:
-        return self._read("ConfigMap", name, ref) or {}
+            if error.status != 404:
+                raise
+            if optional:
+                return {}
+            raise UnresolvableEnv(f'{kind.lower()} "{name}" not found') from error
 
     def service_account_kubeconfig(self) -> Path | None:
         spec = self.pod["spec"]
@@ -311,15 +338,15 @@ class PodRunner:
             env = self.environment(container.spec)
         except (UnresolvableEnv, ApiException) as error:
             container.waiting_reason = "CreateContainerConfigError"
-            container.waiting_message = str(error)
+            container.waiting_message = str(getattr(error, "reason", None) or error)
             container.next_start = time.monotonic() + 2
             return
-        command = container.spec.get("command")
-        args = container.spec.get("args")
+        except TRANSIENT as error:  # the API server is restarting: try again shortly
+            log.info("start of %s/%s waits for the API: %s", self.key, container.name, error)
+            container.next_start = time.monotonic() + 1
+            return
         assert container.argv is not None
-        argv = [expand(a, env) for a in (command if command else container.argv)]
-        if args is not None or command:
-            argv += [expand(a, env) for a in (args or [])]
+        argv = container_argv(container.spec, container.argv, env)
         log_file = open(self.directory / f"{container.name}.log", "ab")  # noqa: SIM115
         try:
             process = subprocess.Popen(
@@ -350,6 +377,9 @@ class PodRunner:
             return False
         container.last_exit = container.process.returncode
         container.finished_at = now()
+        # The last exit survives the pod object: tests tell a graceful exit (0, or -15 for
+        # "killed by SIGTERM") from the SIGKILL after the grace period (-9).
+        (self.directory / f"{container.name}.exit").write_text(f"{container.last_exit}\n")
         # A container's death takes all its processes (a fork worker's work horse too).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(container.process.pid, signal.SIGKILL)
@@ -385,6 +415,8 @@ class PodRunner:
         try:
             self.prepare()
             while not self.deleting.is_set():
+                if self.kubelet.stopping.is_set():
+                    return  # the kubelet's stop() ends the processes; pods stay in the API
                 for container in self.containers:
                     if container.argv is None:
                         continue
@@ -504,9 +536,12 @@ class PodRunner:
             self.last_status = status
         except ApiException as error:
             if error.status == 404:
+                self.gone = True
                 self.deleting.set()
             else:
                 log.warning("status of %s: %s", self.key, error.reason)
+        except TRANSIENT as error:  # the next loop tries again: last_status is unchanged
+            log.debug("status of %s: %s", self.key, error)
 
     # ----------------------------------------------------------- termination
 
@@ -525,15 +560,21 @@ class PodRunner:
         self.kill_all()
         for container in self.containers:
             self.reap(container)
-        try:
-            self.kubelet.core.delete_namespaced_pod(
-                meta["name"],
-                meta["namespace"],
-                body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
-            )
-        except ApiException as error:
-            if error.status not in (404, 409):
-                log.warning("delete %s: %s", self.key, error.reason)
+        while not self.gone and not self.kubelet.stopping.is_set():
+            try:
+                self.kubelet.core.delete_namespaced_pod(
+                    meta["name"],
+                    meta["namespace"],
+                    body={"gracePeriodSeconds": 0, "preconditions": {"uid": meta["uid"]}},
+                )
+                break
+            except ApiException as error:
+                if error.status not in (404, 409):  # 409: a new pod under the same name
+                    log.warning("delete %s: %s", self.key, error.reason)
+                break
+            except TRANSIENT as error:
+                log.info("delete %s waits for the API: %s", self.key, error)
+                time.sleep(1)
         self.kubelet.forget(self)
 
     def kill_all(self) -> None:
@@ -667,6 +708,11 @@ class ProcessKubelet:
                 self.renew_lease()
                 if ticks % 4 == 0:
                     self.update_node_status()
+            except ApiException as error:
+                if error.status == 404:  # someone deleted our Node: register again
+                    self.register()
+                else:
+                    log.warning("heartbeat: %s", error.reason)
             except Exception as error:  # the API server may be restarting: try again
                 log.warning("heartbeat: %s", error)
             ticks += 1
@@ -696,6 +742,7 @@ class ProcessKubelet:
                 runner = self.pods.get(key)
             if runner is not None and runner.pod["metadata"]["uid"] == meta["uid"]:
                 runner.pod = pod
+                runner.gone = True
                 runner.deleting.set()
                 runner.changed.set()
             return
@@ -717,6 +764,8 @@ class ProcessKubelet:
                 directory = self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}"
                 directory.mkdir(parents=True, exist_ok=True)
                 runner = PodRunner(self, pod, directory)
+                if meta.get("deletionTimestamp"):
+                    runner.deleting.set()
                 self.pods[key] = runner
                 runner.start()
         runner.pod = pod
@@ -756,6 +805,16 @@ class ProcessKubelet:
             except (OSError, ChildProcessError):
                 continue
 
+    def forget_vanished(self, uids: set[str]) -> None:
+        """Pods deleted while the watch was down (API server restart): end their processes."""
+        with self.lock:
+            vanished = [r for r in self.pods.values() if r.pod["metadata"]["uid"] not in uids]
+        for runner in vanished:
+            log.info("%s vanished while the watch was down", runner.key)
+            runner.gone = True
+            runner.deleting.set()
+            runner.changed.set()
+
     def forget(self, runner: PodRunner) -> None:
         with self.lock:
             if self.pods.get(runner.key) is runner:
@@ -768,6 +827,7 @@ class ProcessKubelet:
                 body = json.loads(listing.data)
                 for pod in body["items"]:
                     self.pod_event("ADDED", pod)
+                self.forget_vanished({p["metadata"]["uid"] for p in body["items"]})
                 version = body["metadata"]["resourceVersion"]
                 watcher = kubernetes.watch.Watch()
                 for event in watcher.stream(
@@ -791,7 +851,14 @@ class ProcessKubelet:
                 time.sleep(1)
 
     def run(self) -> None:
-        self.register()
+        while True:
+            try:
+                self.register()
+                break
+            except TRANSIENT as error:  # started before the API server answers
+                log.info("register: %s", error)
+                if self.stopping.wait(1):
+                    return
         threads = [
             threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True),
             threading.Thread(target=self.watch_pods, name="pods", daemon=True),
@@ -805,6 +872,11 @@ class ProcessKubelet:
         self.stopping.set()
         with self.lock:
             runners = list(self.pods.values())
+        # Let each runner finish its loop first, so none restarts a container after this.
+        deadline = time.monotonic() + grace
+        for runner in runners:
+            if runner.thread is not None:
+                runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         for runner in runners:
             for container in runner.containers:
                 if container.running and container.process is not None:
