@@ -200,6 +200,8 @@ class ControlPlane:
                 "--enable-admission-plugins=NodeRestriction",
                 "--allow-privileged=false",
                 "--profiling=false",
+                # Close open watches on SIGTERM (0 keeps them: a stop then waits ~60 s).
+                "--shutdown-watch-termination-grace-period=2s",
                 "--v=1",
             ],
         )
@@ -243,10 +245,28 @@ class ControlPlane:
         url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
         self._poll(url, context, timeout, "kube-controller-manager")
 
+    def revive(self) -> list[str]:
+        """Start a crashed kube-controller-manager again, as systemd or a static pod would:
+        it exits (fatally, by design) when the API server is away while it builds a client."""
+        name = "kube-controller-manager"
+        process = self.processes.get(name)
+        if process is None or process.poll() is None:
+            return []
+        self.processes.pop(name)
+        self.start_component(name)
+        return [name]
+
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Stop one component by its PID and start it again with the same command line
         (tests of API server restarts); returns when it is healthy again."""
+        self.stop_component(name)
+        self.start_component(name, timeout)
+
+    def stop_component(self, name: str) -> None:
         self._stop_one(name)
+
+    def start_component(self, name: str, timeout: float = 60.0) -> None:
+        """Start a stopped component again, same command line, same port."""
         self._spawn(name, self.commands[name])
         if name == "kube-apiserver":
             self._wait_ready(timeout)
@@ -262,8 +282,9 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
+            for name in ("etcd", what):  # what this wait depends on
+                process = self.processes.get(name)
+                if process is not None and process.poll() is not None:
                     log = (self.work_dir / f"{name}.log").read_text()[-2000:]
                     raise RuntimeError(f"{name} exited with {process.returncode}:\n{log}")
             try:

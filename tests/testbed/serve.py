@@ -115,6 +115,9 @@ def serve(state: Path) -> int:
         (state / "ready").write_text(f"{seconds:.2f}\n")
         logging.info("test bed ready in %.2fs: %s", seconds, control_plane.server)
         while not stop.wait(1.0):
+            for name in control_plane.revive():
+                logging.warning("%s had exited: started again", name)
+                record_pids()
             children = {**control_plane.processes, "kubelet": kubelet}
             for name, process in children.items():
                 if process.poll() is not None:
