@@ -126,8 +126,12 @@ def test_deployment_runs_processes_and_scale_down_honours_deletion_cost(
     for name, pid in pids.items():
         if name != keep:
             assert not alive(pid), f"{name}'s process still runs"
-            log = (cluster.pod_dir(kube.namespace, name) / "worker.log").read_text()  # type: ignore[operator]
+            pod_dir = cluster.pod_dir(kube.namespace, name)
+            assert pod_dir is not None
+            log = (pod_dir / "worker.log").read_text()
             assert "warm shut" in log.lower() or "shutdown" in log.lower(), log[-500:]
+            # It left on SIGTERM within the grace period (0: warm shutdown), not SIGKILL (-9).
+            assert (pod_dir / "worker.exit").read_text().strip() == "0"
     assert alive(pids[keep])
 
 

@@ -1,0 +1,170 @@
+"""The process-kubelet survives API server restarts: it re-lists and re-watches, keeps its
+pods' processes, and ends the processes of pods deleted while it could not watch.
+
+Runs its own control plane (the session's must not go away under other tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import pytest
+from e2e_helpers import WORKER_IMAGE, wait_for
+from testbed.build import build
+from testbed.cluster import Cluster, exited
+from testbed.controlplane import ControlPlane, kubeconfig_text
+from testbed.kubelet import NODE_NAME
+from testbed.ports import free_port
+from testbed.serve import start_kubelet, stop_process, wait_node_ready
+
+pytestmark = pytest.mark.e2e
+
+SLEEPER = (
+    "import signal, sys, time\n"
+    "def bye(*_):\n    print('got SIGTERM', flush=True); sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, bye)\ntime.sleep(3600)\n"
+)
+
+
+def sleeper(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {"name": "main", "image": WORKER_IMAGE, "command": ["python", "-c", SLEEPER]}
+            ],
+        },
+    }
+
+
+class Own:
+    """A control plane and a process-kubelet of this test only."""
+
+    def __init__(self, root: Path) -> None:
+        (root / "cp").mkdir()
+        self.root = root
+        self.control_plane = ControlPlane(build(), work_dir=root / "cp")
+        self.kubelet: subprocess.Popen[bytes] | None = None
+
+    def core(self, kubeconfig: Path | None = None) -> kubernetes.client.CoreV1Api:
+        config = str(kubeconfig or self.control_plane.kubeconfig)
+        return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config))
+
+    def pid(self, pod: str) -> int:
+        pid_file = self.root / "pods" / f"default_{pod}" / "main.pid"
+        return int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, 0.1))
+
+    def running(self, pod: str) -> bool:
+        try:
+            status = self.core().read_namespaced_pod(pod, "default").status
+        except kubernetes.client.ApiException:
+            return False
+        return status.phase == "Running" and all(c.ready for c in status.container_statuses or [])
+
+
+@pytest.fixture
+def own(cluster: Cluster, tmp_path: Path) -> Iterator[Own]:
+    if cluster.state_dir is None:
+        pytest.skip("a test of the test bed itself")
+    bed = Own(tmp_path)
+    try:
+        bed.control_plane.start()
+        bed.kubelet = start_kubelet(bed.control_plane.kubeconfig, tmp_path)
+        wait_node_ready(bed.control_plane.kubeconfig, bed.kubelet, timeout=60)
+        core = bed.core()
+        wait_for(lambda: core.list_namespaced_service_account("default").items, 30, 0.1)
+        yield bed
+    finally:
+        if bed.kubelet is not None:
+            stop_process(bed.kubelet, timeout=30)
+        bed.control_plane.stop()
+
+
+def second_api_server(bed: Own) -> tuple[subprocess.Popen[bytes], Path]:
+    """Another kube-apiserver on the same etcd: the cluster changes while the kubelet's
+    own API server is down, so only a re-list can tell it."""
+    port = free_port()
+    command = [
+        f"--secure-port={port}" if arg.startswith("--secure-port=") else arg
+        for arg in bed.control_plane.commands["kube-apiserver"]
+    ]
+    with open(bed.root / "apiserver-2.log", "ab") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    cp = bed.control_plane
+    kubeconfig = bed.root / "second.kubeconfig"
+    kubeconfig.write_text(
+        kubeconfig_text(
+            f"https://127.0.0.1:{port}",
+            cp.ca_file,
+            {
+                "client-certificate": str(cp.work_dir / "admin.crt"),
+                "client-key": str(cp.work_dir / "admin.key"),
+            },
+        )
+    )
+    return process, kubeconfig
+
+
+def test_kubelet_survives_api_server_restarts(own: Own) -> None:
+    core = own.core()
+    for name in ("steady", "doomed"):
+        core.create_namespaced_pod("default", sleeper(name))
+    for name in ("steady", "doomed"):
+        wait_for(lambda n=name: own.running(n), 30, 0.2, f"{name} running")
+    steady, doomed = own.pid("steady"), own.pid("doomed")
+
+    # 1. A plain restart: the processes stay, and the kubelet watches again.
+    own.control_plane.restart("kube-apiserver")
+    core = own.core()
+    core.create_namespaced_pod("default", sleeper("after-restart"))
+    wait_for(lambda: own.running("after-restart"), 30, 0.2, "a pod created after the restart")
+    assert own.pid("steady") == steady and not exited(steady)
+
+    # 2. A pod deleted while the kubelet's API server is down: the re-list ends its process.
+    own.control_plane.stop_component("kube-apiserver")
+    second, second_config = second_api_server(own)
+    try:
+        other = own.core(second_config)
+        wait_for(lambda: _answers(other), 60, 0.2, "the second API server")
+        other.delete_namespaced_pod("doomed", "default", grace_period_seconds=0)
+    finally:
+        stop_process(second, timeout=15)
+    assert not exited(doomed), "the kubelet could not have known yet"
+    own.control_plane.start_component("kube-apiserver")
+    wait_for(lambda: exited(doomed), 30, 0.2, "the deleted pod's process ended")
+    doomed_dir = own.root / "pods" / "default_doomed"
+    assert "got SIGTERM" in (doomed_dir / "main.log").read_text()
+    assert (doomed_dir / "main.exit").read_text().strip() == "0"
+
+    # The node is still Ready (its Lease is renewed again) and the survivor still runs.
+    core = own.core()
+    wait_for(lambda: _lease_fresh(own), 30, 0.5, "a renewed Lease")
+    node = core.read_node(NODE_NAME)
+    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+    assert not exited(steady) and own.running("steady")
+    core.delete_namespaced_pod("steady", "default")
+    wait_for(lambda: exited(steady), 20, 0.2, "steady's process ended on delete")
+
+
+def _answers(core: kubernetes.client.CoreV1Api) -> bool:
+    try:
+        core.list_namespace(_request_timeout=2)
+    except Exception:
+        return False
+    return True
+
+
+def _lease_fresh(bed: Own) -> bool:
+    api = kubernetes.client.CoordinationV1Api(
+        kubernetes.config.new_client_from_config(str(bed.control_plane.kubeconfig))
+    )
+    lease = api.read_namespaced_lease(NODE_NAME, "kube-node-lease")
+    age = time.time() - lease.spec.renew_time.timestamp()
+    return age < 15
