@@ -45,15 +45,11 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from testbed.config import NODE_NAME, image_map
 from testbed.controlplane import kubeconfig_text
 
 log = logging.getLogger("process-kubelet")
 
-DEFAULT_IMAGE_MAP: dict[str, list[str]] = {
-    "taskqueue-worker": ["taskqueue-worker"],
-    "taskqueue-operator": ["taskqueue-operator"],
-}
-NODE_NAME = "testbed-node"
 LEASE_SECONDS = 40
 PR_SET_CHILD_SUBREAPER = 36
 # What an API server restart looks like to the client: try again, do not give up the pod.
@@ -70,15 +66,9 @@ def rfc3339(moment: dt.datetime) -> str:
 
 
 def image_key(image: str) -> str:
-    """`ghcr.io/org/taskqueue-worker:1.0@sha256:..` -> `taskqueue-worker`."""
+    """`ghcr.io/org/taskqueue-worker:1.0@sha256:..` -> `taskqueue-worker` (see config)."""
     name = image.split("@", 1)[0].rsplit("/", 1)[-1]
     return name.split(":", 1)[0]
-
-
-def image_map() -> dict[str, list[str]]:
-    mapping = dict(DEFAULT_IMAGE_MAP)
-    mapping.update(json.loads(os.environ.get("TESTBED_IMAGE_MAP", "{}")))
-    return mapping
 
 
 def expand(text: str, env: dict[str, str]) -> str:

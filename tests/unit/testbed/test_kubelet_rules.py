@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from testbed.config import image_map
 from testbed.kubelet import (
     UnresolvableEnv,
     container_argv,
     expand,
     field_value,
     image_key,
-    image_map,
     resolve_env,
 )
 
@@ -60,6 +60,9 @@ def test_image_map_defaults_and_env_override(monkeypatch: pytest.MonkeyPatch) ->
     mapping = image_map()
     assert mapping["redis"] == ["redis-server"]
     assert mapping["taskqueue-worker"] == ["taskqueue-worker"]
+    monkeypatch.setenv("TESTBED_IMAGE_MAP", '{"redis": "redis-server"}')
+    with pytest.raises(ValueError, match="argv lists"):
+        image_map()
 
 
 def test_expand_follows_kubernetes() -> None:
