@@ -156,6 +156,15 @@ class ControlPlane:
             )
 
     def start(self, timeout: float = 60.0) -> ControlPlane:
+        """Start etcd, the API server (wait for /readyz) and the controller-manager (wait
+        for /healthz). On failure, what was started is stopped again (the data is kept)."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop(remove=False)
+            raise
+
+    def _start(self, timeout: float) -> ControlPlane:
         make_certificates(self.work_dir)
         etcd_port, peer_port = free_port(), free_port()
         self.apiserver_port = free_port()
