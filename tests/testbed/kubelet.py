@@ -1,22 +1,32 @@
 """The process-kubelet: a Node whose pods' containers run as local processes.
 
-What it does, as a kubelet would:
-- registers a Ready Node, renews its Lease (kube-node-lease) and its status;
+`python -m testbed.kubelet --kubeconfig K --state-dir D` (PYTHONPATH=tests), its own
+process; the supervisor (testbed.serve) starts it. What it does, as a kubelet would:
+- registers a Ready Node, renews its Lease (kube-node-lease) every 5 s and its status;
 - binds pending pods that have no node (there is no scheduler) to itself;
-- runs each container whose image is in the image map as a process: `command` replaces the
-  image's entrypoint, `args` its arguments; env from values, Secrets, ConfigMaps, the
-  downward API and `envFrom`, with $(VAR) expansion; HOSTNAME is the pod name; TMPDIR a
-  per-pod folder (the emptyDir stand-in); logs and PIDs in `<state>/pods/<ns>_<pod>/`;
-- reports phase, container states, restart counts, exit codes and readiness, restarts per
-  restartPolicy with a back-off;
-- on deletion sends SIGTERM, waits the grace period, SIGKILLs, then removes the pod.
+- runs each container whose image is in the image map (testbed.config) as a process:
+  `command` replaces the image's entrypoint, `args` its arguments; env from values,
+  Secrets, ConfigMaps (`optional` honoured), the downward API and `envFrom` (prefix), with
+  $(VAR) expansion; a missing reference is CreateContainerConfigError until it appears.
+  The process gets a minimal environment (PATH starting with the venv's bin, LANG, HOME =
+  the pod folder), HOSTNAME = pod name and TMPDIR = a per-pod folder (the emptyDir
+  stand-in). Per container, in `<state>/pods/<namespace>_<pod>/`: `<container>.log`
+  (stdout+stderr), `<container>.pid`, and `<container>.exit` (the last exit as Python
+  reports it: 0, 3, -15 for SIGTERM, -9 for SIGKILL);
+- reports phase, container states, restart counts, exit codes, podIP/hostIP (127.0.0.1)
+  and readiness, and restarts per restartPolicy (Always/OnFailure with a back-off);
+- on deletion sends SIGTERM, waits the grace period (deletionGracePeriodSeconds), SIGKILLs
+  every process the container started, then deletes the pod (grace 0, uid precondition);
+- watches pods (no polling) and survives API server restarts: it re-lists, re-watches,
+  and ends the processes of pods deleted while it could not watch.
 
 Approximations (stated, not hidden): readiness and liveness are the process being alive
 (exec/HTTP probes are not run); volumes other than the implicit TMPDIR are not mounted;
-securityContext is not enforced (the API server's Pod Security admission still is). Pods
-with a service account token get a kubeconfig for that account (TokenRequest) in their
-folder and KUBECONFIG pointing at it: host processes cannot read the fixed in-cluster
-path, and the token keeps the pod's RBAC real.
+securityContext and resources are not enforced (the API server's Pod Security admission
+still is); all pods share the host's network (podIP 127.0.0.1, no Services). Pods that
+admission gave a ServiceAccount token get a kubeconfig for that account (TokenRequest) in
+their folder and KUBECONFIG pointing at it: host processes cannot use in-cluster config
+(the fixed /var/run/secrets path), and the token keeps the pod's RBAC real.
 """
 
 from __future__ import annotations
@@ -158,6 +168,15 @@ def resolve_env(
     return env
 
 
+def has_token_volume(spec: dict[str, Any]) -> bool:
+    """Did admission add a projected ServiceAccount token (kube-api-access-*) to the pod?"""
+    return any(
+        "serviceAccountToken" in source
+        for volume in spec.get("volumes") or []
+        for source in (volume.get("projected") or {}).get("sources") or []
+    )
+
+
 def children_by_parent() -> dict[int, list[int]]:
     """The process tree from /proc: parent pid -> child pids."""
     tree: dict[int, list[int]] = {}
@@ -273,8 +292,13 @@ class PodRunner:
             raise UnresolvableEnv(f'{kind.lower()} "{name}" not found') from error
 
     def service_account_kubeconfig(self) -> Path | None:
+        """A kubeconfig with a TokenRequest token of the pod's ServiceAccount, when the
+        API server's ServiceAccount admission gave the pod a token volume (it honours
+        automountServiceAccountToken of the pod and of the account). The token lives 24 h
+        and is not refreshed. In-cluster config cannot work for a host process (it reads
+        /var/run/secrets/...): KUBECONFIG points at this file instead."""
         spec = self.pod["spec"]
-        if spec.get("automountServiceAccountToken") is False:
+        if not has_token_volume(spec):
             return None
         account = spec.get("serviceAccountName") or "default"
         namespace = self.pod["metadata"]["namespace"]

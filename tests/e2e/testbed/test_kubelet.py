@@ -302,6 +302,22 @@ def test_pod_service_account_rbac_is_real(cluster: Cluster, kube: Kubectl) -> No
     assert f"whoami system:serviceaccount:{ns}:lister" in log, log
     wait_for(lambda: phase_is(kube, "no-token", "Succeeded"), 30, 0.3, "no-token Succeeded")
     assert pod_file(cluster, kube, "no-token", "main.log").read_text().strip() == "False"
+    # The account's own automountServiceAccountToken: false is honoured too (by admission).
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "quiet"},
+            "automountServiceAccountToken": False,
+        }
+    )
+    kube.apply(
+        python_pod(
+            "quiet", "import os; print('KUBECONFIG' in os.environ)", serviceAccountName="quiet"
+        )
+    )
+    wait_for(lambda: phase_is(kube, "quiet", "Succeeded"), 30, 0.3, "quiet Succeeded")
+    assert pod_file(cluster, kube, "quiet", "main.log").read_text().strip() == "False"
 
 
 def test_new_pod_starts_fast(cluster: Cluster, kube: Kubectl) -> None:

@@ -11,6 +11,7 @@ from testbed.kubelet import (
     container_argv,
     expand,
     field_value,
+    has_token_volume,
     image_key,
     resolve_env,
 )
@@ -161,3 +162,11 @@ def test_downward_api_fields(path: str, value: str) -> None:
 def test_unsupported_field_is_a_config_error() -> None:
     with pytest.raises(UnresolvableEnv):
         field_value(POD, "status.phase")
+
+
+def test_token_only_when_admission_added_the_token_volume() -> None:
+    token = {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}
+    api_access = {"name": "kube-api-access-x", "projected": {"sources": [token]}}
+    assert has_token_volume({"volumes": [{"name": "data", "emptyDir": {}}, api_access]})
+    assert not has_token_volume({"volumes": [{"name": "data", "emptyDir": {}}]})
+    assert not has_token_volume({})
