@@ -1,12 +1,14 @@
 """`python -m testbed up|down|status` (PYTHONPATH=tests): the developer's local cluster.
 
 `up` starts the supervisor detached, writes `.testbed/kubeconfig` and links kubectl and
-helm into `.testbed/bin`; `down` stops it by its recorded PID.
+helm into `.testbed/bin`, its PIDs in `.testbed/pids.json`; `down` stops it by its recorded
+PID (and, if it died, what it left behind, by the PIDs it recorded).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 
 from testbed.cluster import TESTS, exited, local_cluster, stop_pid, sweep
@@ -45,13 +47,14 @@ def up() -> int:
 def down() -> int:
     pid = recorded_pid()
     if pid is None:
-        print("test bed is not running")
+        print("the test bed's supervisor is not running")
     else:
         stop_pid(pid)
         print(f"test bed stopped (pid {pid})")
     leftovers = sweep(STATE)  # a supervisor killed with -9 leaves its children running
     if leftovers:
         print(f"stopped leftover processes {leftovers}")
+    shutil.rmtree(STATE / "controlplane", ignore_errors=True)  # etcd data, certificates
     for name in ("serve.pid", "ready", "kubeconfig"):
         (STATE / name).unlink(missing_ok=True)
     return 0
