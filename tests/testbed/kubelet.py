@@ -22,6 +22,7 @@ process; the supervisor (testbed.serve) starts it. What it does, as a kubelet wo
 
 Approximations (stated, not hidden): readiness and liveness are the process being alive
 (exec/HTTP probes are not run); volumes other than the implicit TMPDIR are not mounted;
+init containers are not run (such a pod is held Pending: InitContainersNotInTestbed);
 securityContext and resources are not enforced (the API server's Pod Security admission
 still is); all pods share the host's network (podIP 127.0.0.1, no Services). Pods that
 admission gave a ServiceAccount token get a kubeconfig for that account (TokenRequest) in
@@ -281,7 +282,11 @@ class PodRunner:
         try:
             if kind == "Secret":
                 secret = self.kubelet.core.read_namespaced_secret(name, namespace)
-                return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+                # surrogateescape: binary values reach the process as the same bytes
+                return {
+                    k: base64.b64decode(v).decode(errors="surrogateescape")
+                    for k, v in (secret.data or {}).items()
+                }
             config_map = self.kubelet.core.read_namespaced_config_map(name, namespace)
             return dict(config_map.data or {})
         except ApiException as error:
@@ -330,9 +335,19 @@ class PodRunner:
     def prepare(self) -> None:
         (self.directory / "tmp").mkdir(parents=True, exist_ok=True)
         mapping = self.kubelet.images
+        init = [c["name"] for c in self.pod["spec"].get("initContainers") or []]
         for spec in self.pod["spec"]["containers"]:
             entrypoint = mapping.get(image_key(spec.get("image", "")))
-            if entrypoint is None:
+            if init:  # held, not run out of order: init containers are not implemented
+                self.containers.append(
+                    Container(
+                        spec,
+                        None,
+                        "InitContainersNotInTestbed",
+                        f"the process-kubelet does not run init containers ({', '.join(init)})",
+                    )
+                )
+            elif entrypoint is None:
                 self.containers.append(
                     Container(
                         spec,

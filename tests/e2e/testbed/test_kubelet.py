@@ -344,3 +344,19 @@ def test_new_pod_starts_fast(cluster: Cluster, kube: Kubectl) -> None:
     assert latency is not None, "never Running and Ready"
     print(f"pod start latency (create -> Running+Ready): {latency:.3f}s")
     assert latency < 10
+
+
+def test_pod_with_init_containers_is_held_pending_with_a_reason(kube: Kubectl) -> None:
+    pod = python_pod("with-init", "print('main')")
+    pod["spec"]["initContainers"] = [
+        {"name": "setup", "image": WORKER_IMAGE, "command": ["python", "-c", "print('init')"]}
+    ]
+    kube.apply(pod)
+    waiting = wait_for(
+        lambda: container_status(kube, "with-init").get("state", {}).get("waiting"),
+        20,
+        0.2,
+        "a waiting state",
+    )
+    assert waiting["reason"] == "InitContainersNotInTestbed" and "setup" in waiting["message"]
+    assert status(kube, "with-init")["phase"] == "Pending"
