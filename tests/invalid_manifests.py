@@ -46,6 +46,12 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ("password-in-url", {"redis.url": "redis://user:hunter2@redis:6379/0"}, "spec.redis.url"),
     ("not-a-redis-url", {"redis.url": "http://redis:6379"}, "spec.redis.url"),
     ("bad-key-prefix", {"redis.keyPrefix": "bad prefix!"}, "spec.redis.keyPrefix"),
+    (
+        "tls-without-rediss",
+        {"redis.tls": {"caFrom": {"secretKeyRef": {"name": "redis-tls", "key": "ca.crt"}}}},
+        "spec.redis.tls",
+    ),
+    ("tls-unknown-field", {"redis.tls": {"insecure": True}}, "spec.redis.tls"),
     ("missing-redis", {"redis": _DELETE}, "spec.redis"),
     (
         "min-above-max",

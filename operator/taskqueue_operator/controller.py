@@ -22,13 +22,15 @@ import pydantic
 import redis.asyncio as aioredis
 import redis.exceptions
 from kubernetes.client.exceptions import ApiException
+from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
-from taskqueue_operator.adapters.kube import Kube
+from taskqueue_operator.adapters.kube import Kube, SecretUnreadable
 from taskqueue_operator.adapters.recovery import recover_with_prefix, requeue_failed_with_prefix
 from taskqueue_operator.api.models import (
     REQUEUE_ANNOTATION,
+    RedisSpec,
     RequeueStatus,
     TaskQueue,
     TaskQueueStatus,
@@ -163,6 +165,8 @@ class TaskQueueLoop:
         self.reconciled_generation: int | None = None
         self.invalid_generation: int | None = None
         self.redis_url: str | None = None
+        """The connection URL: the spec's or its Secret's, with TLS files in the query."""
+        self.redis_url_spec: RedisSpec | None = None
         self.redis_url_read_at = 0.0
         self.redis_was_reachable: bool | None = None
         self.recovered_jobs = 0
@@ -270,15 +274,42 @@ class TaskQueueLoop:
     # ------------------------------------------------------------------- observe
 
     async def redis_client(self, taskqueue: TaskQueue, now: float) -> aioredis.Redis:
+        """The shared client for the connection URL, re-read from its Secrets when stale,
+        after a failure (a rotated password or certificate) or when spec.redis changed."""
         redis_spec = taskqueue.spec.redis
-        if redis_spec.url is not None:
-            return self.connections.get(redis_spec.url)
-        ref = redis_spec.url_from.secret_key_ref  # type: ignore[union-attr]
         stale = now - self.redis_url_read_at > self.settings.secret_refresh_interval
-        if self.redis_url is None or stale or not self.redis_was_reachable:
-            self.redis_url = await self.kube.read_secret_key(self.namespace, ref.name, ref.key)
+        from_secrets = redis_spec.url is None or redis_spec.tls is not None
+        if (
+            self.redis_url is None
+            or self.redis_url_spec != redis_spec
+            or (from_secrets and (stale or not self.redis_was_reachable))
+        ):
+            self.redis_url = await self.connection_url(redis_spec)
+            self.redis_url_spec = redis_spec
             self.redis_url_read_at = now
         return self.connections.get(self.redis_url)
+
+    async def connection_url(self, redis_spec: RedisSpec) -> str:
+        """The URL from the spec or its Secret, plus the files of its TLS material."""
+        url = redis_spec.url
+        if url is None:
+            ref = redis_spec.url_from.secret_key_ref  # type: ignore[union-attr]
+            url = await self.kube.read_secret_key(self.namespace, ref.name, ref.key)
+        tls = redis_spec.tls
+        if tls is None:
+            return url
+        pems: dict[str, str] = {}
+        if tls.ca_from is not None:
+            ca = tls.ca_from.secret_key_ref
+            pems["ssl_ca_certs"] = await self.kube.read_secret_key(self.namespace, ca.name, ca.key)
+        if tls.client_certificate_secret_ref is not None:
+            name = tls.client_certificate_secret_ref.name
+            for argument, key in (("ssl_certfile", "tls.crt"), ("ssl_keyfile", "tls.key")):
+                pems[argument] = await self.kube.read_secret_key(self.namespace, name, key)
+        try:
+            return await asyncio.to_thread(url_with_tls, url, pems)
+        except TLSConfigError as error:
+            raise TLSConfigError(f"redis.tls: {error}") from None
 
     async def observe_redis(
         self, taskqueue: TaskQueue, now: float
@@ -297,8 +328,12 @@ class TaskQueueLoop:
             )
             self.redis_transition(False, message)
             return None, message
-        except (ApiException, KeyError, ValueError) as error:
-            message = redact(f"cannot read the Redis URL: {error}")
+        except TLSConfigError as error:
+            message = str(error)
+            self.redis_transition(False, message)
+            return None, message
+        except (SecretUnreadable, ApiException, ValueError) as error:
+            message = redact(f"cannot read the Redis URL or TLS Secrets: {error}")
             self.redis_transition(False, message)
             return None, message
         self.redis_transition(True, "Redis answered")
@@ -339,7 +374,7 @@ class TaskQueueLoop:
             del vanished[name]
         deaths = container_deaths(self.children.pods, WORKER_CONTAINER)
         abandoned = find_abandoned(redis.workers, set(self.children.pods), set(vanished), deaths)
-        url = taskqueue.spec.redis.url or self.redis_url
+        url = self.redis_url
         if not abandoned or url is None:
             return
         policy = taskqueue.spec.scaling.abandoned_jobs if taskqueue.spec.scaling else "requeue"
@@ -369,7 +404,7 @@ class TaskQueueLoop:
         done = ((self.last_status or {}).get("requeue") or {}).get("token")
         if not token or token in (done, self.requeued_token):
             return None
-        url = taskqueue.spec.redis.url or self.redis_url
+        url = self.redis_url
         if url is None:
             return None
         count = await asyncio.to_thread(

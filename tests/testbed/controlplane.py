@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.certs import issue, make_ca, openssl
 from testbed.ports import free_port
 
 SERVICE_CIDR = "10.96.0.0/16"
@@ -38,70 +39,19 @@ CONTROLLERS = ",".join(
 )
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 def make_certificates(directory: Path) -> None:
     """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair."""
-    days = "30"
-    _openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        days,
-        "-subj",
-        "/CN=taskqueue-testbed-ca",
-        cwd=directory,
-    )
-    (directory / "server.ext").write_text(
+    make_ca(directory, subject="/CN=taskqueue-testbed-ca")
+    issue(
+        directory,
+        "server",
+        "/CN=kube-apiserver",
         "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc\n"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc",
     )
-    for name, subject, extension in [
-        ("server", "/CN=kube-apiserver", "server.ext"),
-        ("admin", "/O=system:masters/CN=testbed-admin", None),
-    ]:
-        _openssl(
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            f"{name}.key",
-            "-out",
-            f"{name}.csr",
-            "-subj",
-            subject,
-            cwd=directory,
-        )
-        signing = [
-            "x509",
-            "-req",
-            "-in",
-            f"{name}.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            f"{name}.crt",
-            "-days",
-            days,
-        ]
-        if extension:
-            signing += ["-extfile", extension]
-        _openssl(*signing, cwd=directory)
-    _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
-    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
+    issue(directory, "admin", "/O=system:masters/CN=testbed-admin")
+    openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
+    openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
 
 
 def kubeconfig_text(server: str, ca: Path, user: dict[str, str]) -> str:

@@ -12,7 +12,43 @@ from pathlib import Path
 
 import redis
 
+from testbed.certs import LOOPBACK_SAN, issue, make_ca
 from testbed.ports import free_port
+
+
+@dataclass
+class RedisTLS:
+    """A test CA, Redis's serving certificate (127.0.0.1) and a client certificate."""
+
+    directory: Path
+    require_client_certificate: bool = True
+
+    def __post_init__(self) -> None:
+        make_ca(self.directory, subject="/CN=taskqueue-redis-test-ca")
+        issue(self.directory, "redis", "/CN=redis", LOOPBACK_SAN)
+        issue(self.directory, "client", "/CN=taskqueue-client")
+
+    def file(self, name: str) -> Path:
+        return self.directory / name
+
+    def pem(self, name: str) -> str:
+        return self.file(name).read_text()
+
+    def server_args(self, port: int) -> list[str]:
+        return [
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cert-file", str(self.file("redis.crt")),
+            "--tls-key-file", str(self.file("redis.key")),
+            "--tls-ca-cert-file", str(self.file("ca.crt")),
+            "--tls-auth-clients", "yes" if self.require_client_certificate else "no",
+        ]  # fmt: skip
+
+    def client_kwargs(self) -> dict[str, str]:
+        return {
+            "ssl_ca_certs": str(self.file("ca.crt")),
+            "ssl_certfile": str(self.file("client.crt")),
+            "ssl_keyfile": str(self.file("client.key")),
+        }
 
 
 @dataclass
@@ -27,25 +63,28 @@ class RedisServer:
     extra_args: list[str] = field(default_factory=list)
     data_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-redis-")))
     password: str | None = None
+    tls: RedisTLS | None = None
+    """Serve TLS only (rediss://) on `port`, with the test CA's certificates."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        return redis.Redis.from_url(self.url, **(self.tls.client_kwargs() if self.tls else {}))
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server not found: apt-get install redis-server")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        listen = self.tls.server_args(self.port) if self.tls else ["--port", str(self.port)]
         command = [
             binary,
-            "--port",
-            str(self.port),
+            *listen,
             "--bind",
             "127.0.0.1",
             "--dir",

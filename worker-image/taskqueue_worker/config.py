@@ -8,6 +8,9 @@ Variables (all read from the process environment):
 
 ``REDIS_URL``
     Required. ``redis://``, ``rediss://`` or ``unix://`` URL of the queue's Redis.
+``REDIS_TLS_CA_CERT``, ``REDIS_TLS_CLIENT_CERT``, ``REDIS_TLS_CLIENT_KEY``
+    Optional PEMs for a ``rediss://`` URL (the TaskQueue's ``redis.tls``): the CA to
+    trust and a client certificate; written to 0600 files under the temp dir.
 ``RQ_KEY_PREFIX``
     Optional, default ``rq``. Prefix of every key rq writes (``<prefix>:queue:<q>``...);
     honoured by rq itself, so workers, enqueuers and the operator must agree on it.
@@ -38,6 +41,8 @@ import tempfile
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
+
+from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls_from_env
 
 # Same rule as rq.defaults: the prefix is spliced into Lua and format templates.
 _KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:{}-]+")
@@ -78,7 +83,10 @@ def redis_url(env: Mapping[str, str]) -> str:
         )
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError(f"REDIS_URL must start with redis://, rediss:// or unix://, got {url!r}")
-    return url
+    try:
+        return url_with_tls_from_env(url, env)
+    except TLSConfigError as error:
+        raise ConfigError(f"REDIS_TLS_*: {error}") from None
 
 
 def key_prefix(env: Mapping[str, str]) -> str:

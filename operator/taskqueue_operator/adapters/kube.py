@@ -29,6 +29,10 @@ def load_config() -> None:
         kubernetes.config.load_kube_config()
 
 
+class SecretUnreadable(LookupError):
+    """A Secret (or its key) the spec names cannot be read; the message says which."""
+
+
 class Kube:
     """The operator's Kubernetes client. One instance, shared by all TaskQueue loops."""
 
@@ -111,8 +115,13 @@ class Kube:
         )
 
     async def read_secret_key(self, namespace: str, name: str, key: str) -> str:
-        secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        try:
+            secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as error:  # its text carries every response header: too long
+            raise SecretUnreadable(
+                f"Secret {namespace}/{name}: {error.status} {error.reason}"
+            ) from None
         data = secret.data or {}
         if key not in data:
-            raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
+            raise SecretUnreadable(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key]).decode()

@@ -88,6 +88,28 @@ class ValueSource(ApiModel):
     secret_key_ref: SecretKeyRef
 
 
+class LocalObjectReference(ApiModel):
+    """A reference to an object in the same namespace by name."""
+
+    name: str = Field(min_length=1, max_length=253)
+
+
+class RedisTLS(ApiModel):
+    """TLS to Redis for rediss:// URLs: the CA to trust, and a client certificate for a
+    Redis that requires one (`tls-auth-clients yes`, Redis's default with TLS on)."""
+
+    ca_from: ValueSource | None = Field(
+        default=None,
+        description="PEM CA bundle that signed Redis's certificate, from a Secret key "
+        "(cert-manager's `ca.crt`). Without it the system's trusted CAs are used.",
+    )
+    client_certificate_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="A kubernetes.io/tls Secret (keys tls.crt and tls.key): the client "
+        "certificate workers, schedules and the operator present to Redis.",
+    )
+
+
 class RedisSpec(ApiModel):
     """How workers, schedules and the operator reach Redis."""
 
@@ -97,6 +119,11 @@ class RedisSpec(ApiModel):
                 cel(
                     "has(self.url) != has(self.urlFrom)",
                     "set exactly one of redis.url and redis.urlFrom",
+                ),
+                cel(
+                    "!has(self.tls) || !has(self.url) || self.url.startsWith('rediss://')",
+                    "redis.tls needs a rediss:// URL",
+                    ".tls",
                 ),
                 cel(
                     "!has(self.url) || !self.url.matches('^[a-z]+://[^/@]*:[^/@]+@')",
@@ -122,11 +149,16 @@ class RedisSpec(ApiModel):
         pattern=KEY_PREFIX_PATTERN,
         description="RQ's key prefix (RQ_KEY_PREFIX); change it only if your apps do.",
     )
+    tls: RedisTLS | None = Field(
+        default=None, description="CA and client certificate for a rediss:// URL."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> RedisSpec:
         if (self.url is None) == (self.url_from is None):
             raise ValueError("set exactly one of redis.url and redis.urlFrom")
+        if self.tls is not None and self.url is not None and not self.url.startswith("rediss://"):
+            raise ValueError("redis.tls needs a rediss:// URL")
         if self.url is not None and _url_has_password(self.url):
             raise ValueError("redis.url must not contain a password: use redis.urlFrom")
         return self
@@ -142,12 +174,6 @@ class ResourceRequirements(ApiModel):
 
     limits: dict[str, int | str] | None = None
     requests: dict[str, int | str] | None = None
-
-
-class LocalObjectReference(ApiModel):
-    """A reference to an object in the same namespace by name."""
-
-    name: str = Field(min_length=1, max_length=253)
 
 
 class WorkerSpec(ApiModel):

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from rq.defaults import RQ_KEY_PREFIX
+from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls
 
 from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
 from taskqueue_operator.cli.errors import CliError, NotFound, RedisUnavailable, UsageError
@@ -247,20 +248,35 @@ def resolve_from_cluster(
         raise _api_error(error, what) from None
     spec = body.get("spec") or {}
     source = redis_source(spec)
-    url = source.url
-    if url is None:
-        secret_what = (
-            f'Secret "{source.secret_name}" (spec.redis.urlFrom of {name}) '
-            f'in namespace "{namespace}"'
-        )
+
+    def secret_value(secret_name: str, key: str, field: str) -> str:
+        secret_what = f'Secret "{secret_name}" ({field} of {name}) in namespace "{namespace}"'
         try:
-            secret = core.read_namespaced_secret(source.secret_name, namespace, _request_timeout=15)
+            secret = core.read_namespaced_secret(secret_name, namespace, _request_timeout=15)
         except failures as error:
             raise _api_error(error, secret_what) from None
         data = secret.data or {}
-        if source.secret_key not in data:
-            raise NotFound(f'{secret_what} has no key "{source.secret_key}"')
-        url = base64.b64decode(data[source.secret_key]).decode().strip()
+        if key not in data:
+            raise NotFound(f'{secret_what} has no key "{key}"')
+        return base64.b64decode(data[key]).decode()
+
+    url = source.url
+    if url is None:
+        url = secret_value(source.secret_name, source.secret_key, "spec.redis.urlFrom").strip()
+    tls = (spec.get("redis") or {}).get("tls") or {}
+    pems: dict[str, str] = {}
+    ca = (tls.get("caFrom") or {}).get("secretKeyRef") or {}
+    if ca.get("name") and ca.get("key"):
+        pems["ssl_ca_certs"] = secret_value(ca["name"], ca["key"], "spec.redis.tls.caFrom")
+    client = (tls.get("clientCertificateSecretRef") or {}).get("name")
+    if client:
+        for argument, key in (("ssl_certfile", "tls.crt"), ("ssl_keyfile", "tls.key")):
+            field = "spec.redis.tls.clientCertificateSecretRef"
+            pems[argument] = secret_value(client, key, field)
+    try:
+        url = url_with_tls(url, pems)
+    except TLSConfigError as error:
+        raise CliError(f"spec.redis.tls of {name}: {error}") from None
     events: tuple[dict[str, Any], ...] = ()
     if with_events:
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskqueue_worker.redis_tls import CA_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV
+
 from taskqueue_operator.api.models import RedisSpec, WorkerSpec
 
 TMP_VOLUME = "tmp"
@@ -20,7 +22,32 @@ def redis_env(redis: RedisSpec) -> list[dict[str, Any]]:
         }
     else:
         url = {"name": "REDIS_URL", "value": redis.url}
-    return [url, {"name": "RQ_KEY_PREFIX", "value": redis.key_prefix}]
+    return [url, {"name": "RQ_KEY_PREFIX", "value": redis.key_prefix}, *redis_tls_env(redis)]
+
+
+def redis_tls_env(redis: RedisSpec) -> list[dict[str, Any]]:
+    """The TLS PEMs as env from their Secrets (the names the worker reads).
+
+    Env, not a Secret volume: it works on every kubelet, and the worker writes the files
+    it needs into its /tmp emptyDir. A rotated certificate reaches pods when they restart.
+    """
+    tls = redis.tls
+    if tls is None:
+        return []
+    refs: list[tuple[str, str, str]] = []
+    if tls.ca_from is not None:
+        ca = tls.ca_from.secret_key_ref
+        refs.append((CA_ENV, ca.name, ca.key))
+    if tls.client_certificate_secret_ref is not None:
+        name = tls.client_certificate_secret_ref.name
+        refs += [
+            (CLIENT_CERT_ENV, name, "tls.crt"),
+            (CLIENT_KEY_ENV, name, "tls.key"),
+        ]
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for env, secret, key in refs
+    ]
 
 
 def downward_env() -> list[dict[str, Any]]:

@@ -150,7 +150,27 @@ def _redis_condition(
             old, "RedisReachable", True, "Connected", "Redis answered", now, generation
         )
     message = redact(observation.redis_error or "Redis did not answer")
-    return _condition(old, "RedisReachable", False, "ConnectionFailed", message, now, generation)
+    reason = redis_failure_reason(message)
+    return _condition(old, "RedisReachable", False, reason, message, now, generation)
+
+
+_FAILURE_REASONS = (
+    # (reason, lower-case fragments of redis-py / ssl / our own messages), first match wins
+    ("SecretUnreadable", ("cannot read the redis url",)),
+    ("TLSMisconfigured", ("redis.tls:",)),
+    ("TLSHandshakeFailed", ("[ssl", "ssl:", "_ssl.c", "certificate", "tlsv1", "sslerror")),
+    ("AuthenticationFailed", ("authenticationerror", "wrongpass", "noauth", "invalid password")),
+    ("Timeout", ("timeout",)),
+)
+
+
+def redis_failure_reason(message: str) -> str:
+    """A CamelCase reason for RedisReachable=False that says what to fix first."""
+    lowered = message.lower()
+    for reason, fragments in _FAILURE_REASONS:
+        if any(fragment in lowered for fragment in fragments):
+            return reason
+    return "ConnectionFailed"
 
 
 def _eviction_condition(

@@ -45,7 +45,7 @@ def test_password_never_leaks(cluster: Cluster, kube: Kubectl, operator_process:
             message="wrong password reported",
         )
         reason = condition(kube.get("taskqueue", "secret"), "RedisReachable") or {}
-        assert reason["reason"] == "ConnectionFailed" and reason["message"]
+        assert reason["reason"] == "AuthenticationFailed" and reason["message"]
         exposed = {
             "status": json.dumps((kube.get("taskqueue", "secret") or {}).get("status")),
             "events": kube.run("get", "events", "-o", "json").stdout,

@@ -132,3 +132,18 @@ def test_models_are_immutable() -> None:
     with pytest.raises(pydantic.ValidationError):
         spec.queues = ["x"]  # type: ignore[misc]
     assert copy.deepcopy(spec) == spec
+
+
+def test_tls_with_a_rediss_url_or_a_secret_url() -> None:
+    tls = {
+        "caFrom": {"secretKeyRef": {"name": "redis-tls", "key": "ca.crt"}},
+        "clientCertificateSecretRef": {"name": "redis-client"},
+    }
+    inline = TaskQueueSpec.model_validate(
+        minimal_spec(redis={"url": "rediss://redis:6380/0", "tls": tls})
+    )
+    assert inline.redis.tls is not None and inline.redis.tls.ca_from is not None
+    assert inline.redis.tls.client_certificate_secret_ref.name == "redis-client"  # type: ignore[union-attr]
+    # With urlFrom the scheme is only known at run time: the operator reports a mismatch.
+    secret_url = {"urlFrom": {"secretKeyRef": {"name": "r", "key": "url"}}, "tls": {}}
+    assert TaskQueueSpec.model_validate(minimal_spec(redis=secret_url)).redis.tls is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import (
     DeploymentObservation,
@@ -15,6 +16,7 @@ from taskqueue_operator.reconcile.status import (
     build_status,
     patch_due,
     redact,
+    redis_failure_reason,
     status_dict,
 )
 
@@ -130,3 +132,25 @@ def test_evicting_redis_is_a_warning_condition(taskqueue: TaskQueue) -> None:
     assert "RedisEvictionSafe" not in conditions(
         build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
     )
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ("ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused.",
+         "ConnectionFailed"),
+        ("ConnectionError: Error 1 connecting to 127.0.0.1:6380. [SSL: CERTIFICATE_VERIFY_FAILED]"
+         " certificate verify failed: self-signed certificate in certificate chain",
+         "TLSHandshakeFailed"),
+        ("ConnectionError: Error 8 while writing to socket. EOF occurred in violation of "
+         "protocol (_ssl.c:2427).", "TLSHandshakeFailed"),
+        ("AuthenticationError: invalid username-password pair or user is disabled.",
+         "AuthenticationFailed"),
+        ("redis.tls: TLS certificates are configured but the URL is redis://", "TLSMisconfigured"),
+        ("cannot read the Redis URL or TLS Secrets: Secret quant/redis has no key 'url'",
+         "SecretUnreadable"),
+        ("TimeoutError", "Timeout"),
+    ],
+)  # fmt: skip
+def test_an_unreachable_redis_says_what_to_fix_first(message: str, reason: str) -> None:
+    assert redis_failure_reason(message) == reason

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from factories import make_taskqueue
 from taskqueue_operator.api.models import TaskQueue
+from taskqueue_operator.reconcile.schedules import desired_cronjobs
 from taskqueue_operator.reconcile.workers import desired_deployment, termination_grace_seconds
 
 
@@ -49,6 +50,38 @@ def test_plain_url_and_key_prefix() -> None:
     env = env_of(desired_deployment(tq, 1)["spec"]["template"]["spec"]["containers"][0])
     assert env["REDIS_URL"] == {"name": "REDIS_URL", "value": "redis://r:6379/1"}
     assert env["RQ_KEY_PREFIX"]["value"] == "myapp"
+
+
+def test_tls_material_comes_from_secrets_as_env_in_workers_and_schedules() -> None:
+    tq = make_taskqueue(
+        redis={
+            "urlFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
+            "tls": {
+                "caFrom": {"secretKeyRef": {"name": "redis-ca", "key": "ca.crt"}},
+                "clientCertificateSecretRef": {"name": "redis-client"},
+            },
+        },
+        schedules=[{"name": "nightly", "schedule": "0 3 * * *", "function": "tasks.run"}],
+    )
+    worker = desired_deployment(tq, 1)["spec"]["template"]["spec"]["containers"][0]
+    (cronjob,) = desired_cronjobs(tq).values()
+    schedule = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    for container in (worker, schedule):
+        env = env_of(container)
+        refs = {
+            name: env[name]["valueFrom"]["secretKeyRef"]
+            for name in ("REDIS_TLS_CA_CERT", "REDIS_TLS_CLIENT_CERT", "REDIS_TLS_CLIENT_KEY")
+        }
+        assert refs == {
+            "REDIS_TLS_CA_CERT": {"name": "redis-ca", "key": "ca.crt"},
+            "REDIS_TLS_CLIENT_CERT": {"name": "redis-client", "key": "tls.crt"},
+            "REDIS_TLS_CLIENT_KEY": {"name": "redis-client", "key": "tls.key"},
+        }
+
+
+def test_no_tls_no_tls_env(taskqueue: TaskQueue) -> None:
+    container = desired_deployment(taskqueue, 1)["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in container["env"] if e["name"].startswith("REDIS_TLS_")]
 
 
 def test_grace_period_exceeds_job_timeout() -> None:
