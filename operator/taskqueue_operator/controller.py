@@ -332,8 +332,12 @@ class TaskQueueLoop:
             message = str(error)
             self.redis_transition(False, message)
             return None, message
-        except (SecretUnreadable, ApiException, ValueError) as error:
+        except (SecretUnreadable, ApiException) as error:
             message = redact(f"cannot read the Redis URL or TLS Secrets: {error}")
+            self.redis_transition(False, message)
+            return None, message
+        except ValueError as error:  # redis-py refuses to parse the URL (scheme, port...)
+            message = redact(f"invalid Redis URL: {error}")
             self.redis_transition(False, message)
             return None, message
         self.redis_transition(True, "Redis answered")

@@ -157,6 +157,7 @@ def _redis_condition(
 _FAILURE_REASONS = (
     # (reason, lower-case fragments of redis-py / ssl / our own messages), first match wins
     ("SecretUnreadable", ("cannot read the redis url",)),
+    ("InvalidURL", ("invalid redis url",)),
     ("TLSMisconfigured", ("redis.tls:",)),
     ("TLSHandshakeFailed", ("[ssl", "ssl:", "_ssl.c", "certificate", "tlsv1", "sslerror")),
     ("AuthenticationFailed", ("authenticationerror", "wrongpass", "noauth", "invalid password")),

@@ -112,7 +112,7 @@ def test_workers_schedules_operator_and_plugin_over_tls(
     assert "BEGIN" not in children and "REDIS_TLS_CLIENT_KEY" in children
 
 
-def test_tls_mistakes_are_conditions_with_reasons(
+def test_tls_and_url_mistakes_are_conditions_with_reasons(
     kube: Kubectl,
     crd_installed: None,
     operator_process: Any,
@@ -132,6 +132,7 @@ def test_tls_mistakes_are_conditions_with_reasons(
     )
     make_secret(kube, "tls-url", tls_redis.url)
     make_secret(kube, "plain-url", tls_redis.url.replace("rediss://", "redis://"))
+    make_secret(kube, "bad-url", "redis://127.0.0.1:not-a-port/0")
     cases = {
         # Redis's certificate is not signed by the CA we were told to trust.
         "wrong-ca": (
@@ -143,6 +144,8 @@ def test_tls_mistakes_are_conditions_with_reasons(
         "plain-scheme": ("plain-url", TLS_SPEC, "TLSMisconfigured"),
         # No TLS at all against a TLS-only port: the server hangs up.
         "no-tls": ("plain-url", None, "ConnectionFailed"),
+        # A URL redis-py cannot parse (the CRD checks only inline URLs, not Secrets).
+        "bad-url": ("bad-url", None, "InvalidURL"),
         # The CA's Secret does not exist (yet): which one is named in the message.
         "missing-ca": (
             "tls-url",

@@ -150,6 +150,7 @@ def test_evicting_redis_is_a_warning_condition(taskqueue: TaskQueue) -> None:
         ("cannot read the Redis URL or TLS Secrets: Secret quant/redis has no key 'url'",
          "SecretUnreadable"),
         ("TimeoutError", "Timeout"),
+        ("invalid Redis URL: Port could not be cast to integer value as 'x'", "InvalidURL"),
     ],
 )  # fmt: skip
 def test_an_unreachable_redis_says_what_to_fix_first(message: str, reason: str) -> None:
