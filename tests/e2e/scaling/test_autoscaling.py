@@ -6,6 +6,7 @@ import os
 import signal
 import statistics
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -15,6 +16,7 @@ from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wai
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from rq.utils import utcparse
 from testbed.cluster import Cluster
 from testbed.redis_server import RedisServer
 
@@ -207,7 +209,14 @@ def test_sigkill_of_a_busy_worker_brings_its_job_back_within_5s(
 def test_redis_outage_holds_replicas_and_recovers(
     cluster: Cluster, kube: Kubectl, operator_process: Any
 ) -> None:
-    server = RedisServer().start()
+    """Issue 8: Redis down 60 s -> replicas held, RedisReachable=False within 2 ticks, no
+    crash loop (one Warning event, the same operator process), back within 5 s.
+
+    Worker container restarts during the outage are printed, not asserted: the worker
+    exits when it loses Redis and the kubelet restarts it with its back-off."""
+    # AOF: the jobs outlive the restart, so "recovered" means workers back on them (an
+    # empty Redis would rightly scale the workers away).
+    server = RedisServer(extra_args=["--appendonly", "yes"]).start()
     try:
         make_secret(kube, "own-redis", server.url)
         queue = queue_of(kube)
@@ -223,22 +232,81 @@ def test_redis_outage_holds_replicas_and_recovers(
         for _ in range(10):
             rq_queue.enqueue(SLEEP, 120, job_timeout=300)
         wait_for(lambda: replicas() == 2, 20, 0.2, "scaled to 2")
+        # The API client, not kubectl: a subprocess per poll would blur a 1 s tick.
+        objects = kubernetes.client.CustomObjectsApi(cluster.api_client())
+        core = kubernetes.client.CoreV1Api(cluster.api_client())
 
         def reachable() -> str | None:
-            found = condition(kube.get("taskqueue", "hold"), "RedisReachable")
+            body = objects.get_namespaced_custom_object(
+                "taskqueue.dev", "v1alpha1", kube.namespace, "taskqueues", "hold"
+            )
+            found = condition(body, "RedisReachable")
             return found["status"] if found else None
 
+        def warnings() -> dict[str, int]:
+            listed = core.list_namespaced_event(
+                kube.namespace, field_selector="involvedObject.name=hold,type=Warning"
+            )
+            counts: dict[str, int] = {}
+            for event in listed.items:
+                counts[event.reason] = counts.get(event.reason, 0) + (event.count or 1)
+            return counts
+
+        def restarts() -> int:
+            pods = core.list_namespaced_pod(
+                kube.namespace, label_selector="taskqueue.dev/taskqueue=hold"
+            ).items
+            return sum(s.restart_count for p in pods for s in p.status.container_statuses or [])
+
+        wait_for(lambda: reachable() == "True", 20, 0.2, "RedisReachable=True")
+        tick = 1.0  # spec.scaling.pollInterval default
+        warnings_before, restarts_before = warnings(), restarts()
+        operator_pid = operator_process.process.pid
         server.stop()
         stopped = time.monotonic()
-        wait_for(lambda: reachable() == "False", 5, 0.2, "RedisReachable=False")
-        print(f"\nRedisReachable=False {time.monotonic() - stopped:.1f}s after Redis stopped")
-        while time.monotonic() - stopped < 30:
-            assert replicas() == 2, "replicas must be held while Redis is down"
+        wait_for(lambda: reachable() == "False", 5, 0.05, "RedisReachable=False")
+        to_false = time.monotonic() - stopped
+        assert to_false <= 2 * tick + 0.5, f"{to_false:.2f}s > 2 ticks (+0.5 s to observe it)"
+        samples = []
+        while time.monotonic() - stopped < 60:
+            samples.append(replicas())
+            assert samples[-1] == 2, f"replicas must be held while Redis is down: {samples}"
             time.sleep(1)
+        warnings_down, restarts_down = warnings(), restarts()
         server.start()
         back = time.monotonic()
-        wait_for(lambda: reachable() == "True", 5, 0.1, "RedisReachable=True")
-        print(f"RedisReachable=True {time.monotonic() - back:.1f}s after Redis returned")
+        returned = datetime.now(UTC)
+        wait_for(lambda: reachable() == "True", 5, 0.05, "RedisReachable=True")
+        recovery = time.monotonic() - back
         assert replicas() == 2
+        new_warnings = {k: v - warnings_before.get(k, 0) for k, v in warnings_down.items()}
+        new_warnings = {k: v for k, v in new_warnings.items() if v}
+        print(
+            f"\nRedis down {back - stopped:.0f}s: RedisReachable=False after {to_false:.2f}s "
+            f"({to_false / tick:.1f} ticks); replicas sampled {len(samples)}x, "
+            f"min {min(samples)} max {max(samples)}; new Warning events {new_warnings}; "
+            f"worker container restarts {restarts_down - restarts_before}; "
+            f"RedisReachable=True {recovery:.2f}s after Redis returned"
+        )
+        # Workers whose process died while Redis was down come back with the kubelet's
+        # back-off: figure printed, bounded at 30 s.
+        workers = server.client()
+
+        def busy_workers() -> int:
+            # Born after Redis returned: the AOF still holds the dead workers' busy hashes.
+            count = 0
+            for key in workers.smembers(f"rq:workers:{queue}"):
+                state, birth = workers.hmget(key, "state", "birth")
+                if state == b"busy" and birth and utcparse(birth.decode()) >= returned:
+                    count += 1
+            return count
+
+        wait_for(lambda: busy_workers() >= 2, 30, 0.1, "2 workers busy again")
+        print(f"2 workers busy again {time.monotonic() - back:.2f}s after Redis returned")
+        assert replicas() == 2
+        # No crash loop: one Warning for the whole outage, the same operator process.
+        assert new_warnings == {"RedisUnreachable": 1}, new_warnings
+        assert operator_process.process.pid == operator_pid
+        assert operator_process.process.poll() is None
     finally:
         server.cleanup()
