@@ -82,6 +82,11 @@ def release(cluster: Cluster, namespace: str) -> Iterator[str]:
     if cluster.state_dir is None:
         pytest.skip("installs the operator image; on a real cluster load it first (README)")
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CHART / "crds"))
+    # The API server's Pod Security admission refuses the operator pod, the helm test pod
+    # and the worker pods unless each passes the `restricted` standard.
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     name = f"tq-{namespace[-6:]}"
     cluster.helm(
         "install",
