@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: venv binaries testbed-up testbed-down test unit lint crds demo bench
+.PHONY: venv binaries testbed-up testbed-down test unit lint crds demo bench bench-chaos
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ demo: binaries
 
 bench: venv
 	PYTHONPATH=tests $(PY) bench/policy_sim.py
+
+# Issue 8's long chaos run (10,000 jobs + a 10,000-job baseline: ~10 min on 2 cores), not in `bench`.
+JOBS ?= 10000
+bench-chaos: binaries
+	$(PY) bench/chaos.py --jobs $(JOBS)

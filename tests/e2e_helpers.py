@@ -17,6 +17,7 @@ from typing import Any
 from testbed.ports import free_port
 
 WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
+CRD = Path(__file__).resolve().parents[1] / "crds" / "taskqueues.taskqueue.dev.yaml"
 
 
 def wait_for(
@@ -63,6 +64,14 @@ class Kubectl:
         if selector:
             args += ["-l", selector]
         return json.loads(self.run(*args).stdout)["items"]
+
+
+def install_crd(cluster: Any) -> None:
+    """The TaskQueue CRD, applied and Established."""
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/taskqueues.taskqueue.dev"
+    )
 
 
 def make_secret(kube: Kubectl, name: str, url: str) -> None:

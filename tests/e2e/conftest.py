@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import Kubectl, OperatorProcess, make_secret
+from e2e_helpers import Kubectl, OperatorProcess, install_crd, make_secret
 from testbed.redis_server import RedisServer
-
-REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "taskqueues.taskqueue.dev.yaml"
 
 
 @pytest.fixture(scope="session")
 def crd_installed(cluster: Any) -> None:
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/taskqueues.taskqueue.dev"
-    )
+    install_crd(cluster)
 
 
 @pytest.fixture(scope="session")
