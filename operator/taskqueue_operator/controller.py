@@ -136,6 +136,22 @@ class ChildCache:
         self.dirty = True
         return True
 
+    def replace(self, kind: str, bodies: list[dict[str, Any]]) -> None:
+        """A fresh list of one kind supersedes what the watch told. After a watch gap (410
+        Gone, then a re-list) kopf sends the objects that exist, but no DELETED event for
+        those removed meanwhile: without this, a child deleted while the API server was out
+        of reach stayed cached, so it was never re-created."""
+        if kind == "Deployment":
+            cached = {} if self.deployment is None else {"": self.deployment}
+        else:
+            cached = dict(self.cronjobs if kind == "CronJob" else self.pods)
+        listed = {body["metadata"]["name"] for body in bodies}
+        for body in cached.values():
+            if body["metadata"]["name"] not in listed:
+                self.record(kind, "DELETED", body)
+        for body in bodies:
+            self.record(kind, "ADDED", body)
+
 
 class TaskQueueLoop:
     """The controller of one TaskQueue, alive while the TaskQueue exists."""
@@ -148,6 +164,7 @@ class TaskQueueLoop:
         post_event: EventSink,
         settings: LoopSettings | None = None,
         clock: Callable[[], float] = time.time,
+        listings: dict[str, int] | None = None,
     ) -> None:
         self.body = body
         self.kube = kube
@@ -156,6 +173,10 @@ class TaskQueueLoop:
         self.settings = settings or LoopSettings()
         self.clock = clock
         self.children = ChildCache()
+        self.listings = {} if listings is None else listings
+        """Listing (re-list) events seen per kind, shared by all loops (the registry's)."""
+        self.resynced_listings = dict(self.listings)
+        """`listings` when this loop last read its children from the API."""
         self.wake = asyncio.Event()
         self.log = logging.getLogger(f"taskqueue.{self.namespace}.{self.name}")
         self.scaler_state = ScalerState()
@@ -255,6 +276,7 @@ class TaskQueueLoop:
         scaling = taskqueue.spec.scaling
         interval = scaling.poll_interval_seconds if scaling else self.settings.fixed_poll_interval
 
+        await self.resync_children()
         now = self.clock()
         redis_observation, redis_error = await self.observe_redis(taskqueue, now)
         deployment = self.deployment_observation()
@@ -270,6 +292,20 @@ class TaskQueueLoop:
         self.record_history(observation, scale)
         await self.report(taskqueue, observation, scale, requeue)
         return interval
+
+    async def resync_children(self) -> None:
+        """Read the children from the API once a watch re-listed (after a gap, e.g. an API
+        server restart): the re-list cannot tell what was deleted meanwhile. A re-list of
+        TaskQueues means a gap of every watch; a re-list of one kind, a gap of that one."""
+        listings = dict(self.listings)  # taken first: re-lists while we read count again
+        if listings == self.resynced_listings:
+            return
+        everything = listings.get("TaskQueue") != self.resynced_listings.get("TaskQueue")
+        for kind in ("Deployment", "CronJob", "Pod"):
+            if everything or listings.get(kind) != self.resynced_listings.get(kind):
+                bodies = await self.kube.list_children(self.namespace, kind, self.name)
+                self.children.replace(kind, bodies)
+        self.resynced_listings = listings
 
     # ------------------------------------------------------------------- observe
 

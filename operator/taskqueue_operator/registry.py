@@ -37,10 +37,15 @@ class LoopRegistry:
         self.loops: dict[Key, TaskQueueLoop] = {}
         self.orphans: dict[Key, ChildCache] = {}
         self.bodies: dict[Key, dict[str, Any]] = {}
+        # Listing events (type None: the start, or a re-list after a watch gap) per kind;
+        # the loops read their children from the API when these move.
+        self.listings: dict[str, int] = {}
         # False on a standby replica: it keeps the caches, the leader runs the loops.
         self.active = True
 
     async def taskqueue_event(self, event_type: str | None, body: dict[str, Any]) -> None:
+        if event_type is None:
+            self.listings["TaskQueue"] = self.listings.get("TaskQueue", 0) + 1
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         gone = event_type == "DELETED" or bool(meta.get("deletionTimestamp"))
@@ -59,7 +64,14 @@ class LoopRegistry:
         if not self.active:
             return
         if loop is None:
-            loop = TaskQueueLoop(body, self.kube, self.connections, self.post_event, self.settings)
+            loop = TaskQueueLoop(
+                body,
+                self.kube,
+                self.connections,
+                self.post_event,
+                self.settings,
+                listings=self.listings,
+            )
             cached = self.orphans.pop(key, None)
             if cached is not None:
                 loop.children = cached
@@ -71,6 +83,8 @@ class LoopRegistry:
     def child_event(
         self, owner: Key, kind: str, event_type: str | None, body: dict[str, Any]
     ) -> None:
+        if event_type is None:
+            self.listings[kind] = self.listings.get(kind, 0) + 1
         loop = self.loops.get(owner)
         if loop is not None:
             loop.child_event(kind, event_type or "ADDED", body)

@@ -15,8 +15,10 @@ import kubernetes
 from kubernetes.client.exceptions import ApiException
 
 from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
+from taskqueue_operator.reconcile.labels import MANAGED_BY, TASKQUEUE_LABEL
 
 FIELD_MANAGER = "taskqueue-operator"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
@@ -62,6 +64,20 @@ class Kube:
             _content_type=APPLY,
         )
         return self.api_client.sanitize_for_serialization(result)
+
+    async def list_children(
+        self, namespace: str, kind: str, taskqueue: str
+    ) -> list[dict[str, Any]]:
+        """The Deployments, CronJobs or Pods of one TaskQueue, as the watches select them."""
+        calls = {
+            "Deployment": self.apps.list_namespaced_deployment,
+            "CronJob": self.batch.list_namespaced_cron_job,
+            "Pod": self.core.list_namespaced_pod,
+        }
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY},{TASKQUEUE_LABEL}={taskqueue}"
+        result = await asyncio.to_thread(calls[kind], namespace, label_selector=selector)
+        items = self.api_client.sanitize_for_serialization(result)["items"]
+        return list(items)
 
     async def delete_cronjob(self, namespace: str, name: str) -> None:
         try:

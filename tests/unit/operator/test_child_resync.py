@@ -1,0 +1,87 @@
+"""After a watch gap the children are read from the API: what was deleted meanwhile goes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from taskqueue_operator.controller import ChildCache, TaskQueueLoop
+from taskqueue_operator.registry import LoopRegistry
+
+
+def child(name: str, phase: str | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"metadata": {"name": name}, "spec": {}}
+    if phase:
+        body["status"] = {"phase": phase}
+    return body
+
+
+def test_replace_drops_what_the_list_lacks_and_keeps_the_rest() -> None:
+    cache = ChildCache()
+    for name in ("tq-hourly", "tq-daily"):
+        cache.record("CronJob", "ADDED", child(name))
+    cache.record("Deployment", "ADDED", child("tq-workers"))
+    cache.dirty = False
+
+    cache.replace("CronJob", [child("tq-hourly")])
+
+    assert set(cache.cronjobs) == {"tq-hourly"}
+    assert cache.dirty, "a vanished child needs the drift check that re-creates it"
+    cache.replace("Deployment", [])
+    assert cache.deployment is None
+    cache.replace("Deployment", [child("tq-workers")])
+    assert cache.deployment is not None
+
+
+def test_replace_counts_pods_gone_meanwhile_as_vanished() -> None:
+    cache = ChildCache()
+    cache.record("Pod", "ADDED", child("w-1"))
+    cache.record("Pod", "ADDED", child("w-2"))
+
+    cache.replace("Pod", [child("w-2"), child("w-3")])
+
+    assert set(cache.pods) == {"w-2", "w-3"}
+    assert set(cache.vanished_pods) == {"w-1"}
+
+
+class ListingKube:
+    """Only what the resync calls: the children as the API lists them."""
+
+    def __init__(self, children: dict[str, list[dict[str, Any]]]) -> None:
+        self.children = children
+        self.calls: list[str] = []
+
+    async def list_children(
+        self, namespace: str, kind: str, taskqueue: str
+    ) -> list[dict[str, Any]]:
+        self.calls.append(kind)
+        return self.children.get(kind, [])
+
+
+def body() -> dict[str, Any]:
+    return {"metadata": {"name": "tq", "namespace": "ns", "uid": "u", "generation": 1}, "spec": {}}
+
+
+def test_a_relist_makes_the_loops_read_their_children_once() -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str], ChildCache]:
+        kube = ListingKube({"CronJob": [child("tq-hourly")]})
+        registry = LoopRegistry(kube, lambda *_: None)  # type: ignore[arg-type]
+        loop = TaskQueueLoop(body(), kube, registry.connections, lambda *_: None)  # type: ignore[arg-type]
+        loop.listings = registry.listings
+        loop.children.record("CronJob", "ADDED", child("tq-daily"))
+
+        await loop.resync_children()
+        quiet = list(kube.calls)  # no re-list yet: nothing to read
+        registry.child_event(("ns", "tq"), "CronJob", None, child("tq-hourly"))
+        await loop.resync_children()
+        one_kind = list(kube.calls)
+        await loop.resync_children()  # already done for this re-list
+        registry.listings["TaskQueue"] = 1  # every watch re-listed: read every kind
+        await loop.resync_children()
+        return quiet, one_kind, kube.calls, loop.children
+
+    quiet, one_kind, calls, children = asyncio.run(scenario())
+    assert quiet == []
+    assert one_kind == ["CronJob"]
+    assert calls == ["CronJob", "Deployment", "CronJob", "Pod"]
+    assert set(children.cronjobs) == {"tq-hourly"}
