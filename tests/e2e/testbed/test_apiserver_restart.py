@@ -5,7 +5,6 @@ Runs its own control plane (the session's must not go away under other tests).""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,12 +13,10 @@ from typing import Any
 import kubernetes
 import pytest
 from e2e_helpers import WORKER_IMAGE, wait_for
-from testbed.build import build
+from private_cluster import PrivateCluster, answers, private_cluster, second_api_server
 from testbed.cluster import Cluster, exited
-from testbed.controlplane import ControlPlane, kubeconfig_text
 from testbed.kubelet import NODE_NAME
-from testbed.ports import free_port
-from testbed.serve import start_kubelet, stop_process, wait_node_ready
+from testbed.serve import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -44,75 +41,13 @@ def sleeper(name: str) -> dict[str, Any]:
     }
 
 
-class Own:
-    """A control plane and a process-kubelet of this test only."""
-
-    def __init__(self, root: Path) -> None:
-        (root / "cp").mkdir()
-        self.root = root
-        self.control_plane = ControlPlane(build(), work_dir=root / "cp")
-        self.kubelet: subprocess.Popen[bytes] | None = None
-
-    def core(self, kubeconfig: Path | None = None) -> kubernetes.client.CoreV1Api:
-        config = str(kubeconfig or self.control_plane.kubeconfig)
-        return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config))
-
-    def pid(self, pod: str) -> int:
-        pid_file = self.root / "pods" / f"default_{pod}" / "main.pid"
-        return int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, 0.1))
-
-    def running(self, pod: str) -> bool:
-        try:
-            status = self.core().read_namespaced_pod(pod, "default").status
-        except kubernetes.client.ApiException:
-            return False
-        return status.phase == "Running" and all(c.ready for c in status.container_statuses or [])
-
-
 @pytest.fixture
-def own(cluster: Cluster, tmp_path: Path) -> Iterator[Own]:
-    if cluster.state_dir is None:
-        pytest.skip("a test of the test bed itself")
-    bed = Own(tmp_path)
-    try:
-        bed.control_plane.start()
-        bed.kubelet = start_kubelet(bed.control_plane.kubeconfig, tmp_path)
-        wait_node_ready(bed.control_plane.kubeconfig, bed.kubelet, timeout=60)
-        core = bed.core()
-        wait_for(lambda: core.list_namespaced_service_account("default").items, 30, 0.1)
+def own(cluster: Cluster, tmp_path: Path) -> Iterator[PrivateCluster]:
+    with private_cluster(cluster, tmp_path) as bed:
         yield bed
-    finally:
-        if bed.kubelet is not None:
-            stop_process(bed.kubelet, timeout=30)
-        bed.control_plane.stop()
 
 
-def second_api_server(bed: Own) -> tuple[subprocess.Popen[bytes], Path]:
-    """Another kube-apiserver on the same etcd: the cluster changes while the kubelet's
-    own API server is down, so only a re-list can tell it."""
-    port = free_port()
-    command = [
-        f"--secure-port={port}" if arg.startswith("--secure-port=") else arg
-        for arg in bed.control_plane.commands["kube-apiserver"]
-    ]
-    with open(bed.root / "apiserver-2.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    cp = bed.control_plane
-    kubeconfig = bed.root / "second.kubeconfig"
-    kubeconfig.write_text(
-        kubeconfig_text(
-            f"https://127.0.0.1:{port}",
-            cp.ca_file,
-            {
-                "client-certificate": str(cp.work_dir / "admin.crt"),
-                "client-key": str(cp.work_dir / "admin.key"),
-            },
-        )
-    )
-    return process, kubeconfig
-
-
-def test_kubelet_survives_api_server_restarts(own: Own) -> None:
+def test_kubelet_survives_api_server_restarts(own: PrivateCluster) -> None:
     core = own.core()
     for name in ("steady", "doomed"):
         core.create_namespaced_pod("default", sleeper(name))
@@ -132,7 +67,7 @@ def test_kubelet_survives_api_server_restarts(own: Own) -> None:
     second, second_config = second_api_server(own)
     try:
         other = own.core(second_config)
-        wait_for(lambda: _answers(other), 60, 0.2, "the second API server")
+        wait_for(lambda: answers(other), 60, 0.2, "the second API server")
         other.delete_namespaced_pod("doomed", "default", grace_period_seconds=0)
     finally:
         stop_process(second, timeout=15)
@@ -153,15 +88,7 @@ def test_kubelet_survives_api_server_restarts(own: Own) -> None:
     wait_for(lambda: exited(steady), 20, 0.2, "steady's process ended on delete")
 
 
-def _answers(core: kubernetes.client.CoreV1Api) -> bool:
-    try:
-        core.list_namespace(_request_timeout=2)
-    except Exception:
-        return False
-    return True
-
-
-def _lease_fresh(bed: Own) -> bool:
+def _lease_fresh(bed: PrivateCluster) -> bool:
     api = kubernetes.client.CoordinationV1Api(
         kubernetes.config.new_client_from_config(str(bed.control_plane.kubeconfig))
     )
