@@ -77,26 +77,6 @@ def test_an_unknown_flag_is_one_line_exit_2() -> None:
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_redis_unreachable_at_start_exits_4(tmp_path: Path) -> None:
-    from testbed.ports import free_port
-
-    env = {
-        **os.environ,
-        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-        "TASKQUEUE_HEALTH_FILE": str(tmp_path / "hb"),
-    }
-    done = subprocess.run(
-        [str(BIN / "taskqueue-worker"), "default"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 4
-    assert "redis unreachable" in done.stdout
-    assert not (tmp_path / "hb").exists()
-
-
 def test_plain_jobs_do_not_pay_for_pandas_or_pyarrow() -> None:
     # A fork worker's work horse runs this import path for every job: pulling in
     # pyarrow here once cut no-op throughput by 8x (see bench/worker_throughput.py).
