@@ -101,6 +101,10 @@ class RedisConnections:
         self._clients.clear()
 
 
+class TaskQueueGone(Exception):
+    """The TaskQueue no longer exists: its loop ends."""
+
+
 @dataclass
 class ChildCache:
     """The latest watch events of this TaskQueue's children, kept in memory."""
@@ -165,8 +169,11 @@ class TaskQueueLoop:
         settings: LoopSettings | None = None,
         clock: Callable[[], float] = time.time,
         listings: dict[str, int] | None = None,
+        on_gone: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.body = body
+        self.on_gone = on_gone
+        """Told when a re-list shows the TaskQueue deleted (no DELETED event came)."""
         self.kube = kube
         self.connections = connections
         self.post_event = post_event
@@ -235,14 +242,22 @@ class TaskQueueLoop:
             self.wake.set()
 
     async def run(self) -> None:
+        failures = 0
         while True:
             interval = self.settings.fixed_poll_interval
             try:
                 interval = await self.tick()
+                failures = 0
             except asyncio.CancelledError:
                 raise
+            except TaskQueueGone:
+                return
             except Exception as error:  # one bad tick must not end the loop
-                self.log.exception("tick failed: %s", redact(str(error)))
+                failures += 1
+                # The traceback once per streak: an API server away for a minute would
+                # otherwise print sixty of them.
+                log = self.log.exception if failures == 1 else self.log.warning
+                log("tick failed (%d in a row): %s", failures, redact(str(error))[:500])
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=interval)
@@ -301,6 +316,13 @@ class TaskQueueLoop:
         if listings == self.resynced_listings:
             return
         everything = listings.get("TaskQueue") != self.resynced_listings.get("TaskQueue")
+        if everything:
+            uid = await self.kube.read_taskqueue_uid(self.namespace, self.name)
+            if uid != self.body["metadata"].get("uid"):
+                self.log.info("deleted while the watch was cut: stopping its loop")
+                if self.on_gone is not None:
+                    self.on_gone(self.body)
+                raise TaskQueueGone(self.name)
         for kind in ("Deployment", "CronJob", "Pod"):
             if everything or listings.get(kind) != self.resynced_listings.get(kind):
                 bodies = await self.kube.list_children(self.namespace, kind, self.name)

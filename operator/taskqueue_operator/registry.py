@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from taskqueue_operator import metrics
@@ -37,17 +38,18 @@ class LoopRegistry:
         self.loops: dict[Key, TaskQueueLoop] = {}
         self.orphans: dict[Key, ChildCache] = {}
         self.bodies: dict[Key, dict[str, Any]] = {}
-        # Listing events (type None: the start, or a re-list after a watch gap) per kind;
-        # the loops read their children from the API when these move.
+        # Re-listed objects (listing events, type None, of objects we already knew: a
+        # watch gap) per kind; the loops read their children from the API when these move.
         self.listings: dict[str, int] = {}
         # False on a standby replica: it keeps the caches, the leader runs the loops.
         self.active = True
+        self._pending: set[asyncio.Task[None]] = set()
 
     async def taskqueue_event(self, event_type: str | None, body: dict[str, Any]) -> None:
-        if event_type is None:
-            self.listings["TaskQueue"] = self.listings.get("TaskQueue", 0) + 1
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
+        if event_type is None and key in self.bodies:  # a re-list, not the first listing
+            self.listings["TaskQueue"] = self.listings.get("TaskQueue", 0) + 1
         gone = event_type == "DELETED" or bool(meta.get("deletionTimestamp"))
         loop = self.loops.get(key)
         if loop is not None and loop.body["metadata"].get("uid") != meta.get("uid"):
@@ -71,6 +73,7 @@ class LoopRegistry:
                 self.post_event,
                 self.settings,
                 listings=self.listings,
+                on_gone=self._forget_later,
             )
             cached = self.orphans.pop(key, None)
             if cached is not None:
@@ -80,12 +83,30 @@ class LoopRegistry:
         else:
             loop.update_body(body)
 
+    @staticmethod
+    def _known(children: ChildCache | None, kind: str, body: dict[str, Any]) -> bool:
+        """A listed child we already had: a re-list after a gap, not the start-up listing
+        (which would make every loop read its children from the API once for nothing)."""
+        if children is None:
+            return False
+        name = body["metadata"]["name"]
+        if kind == "Deployment":
+            return children.deployment is not None
+        return name in (children.cronjobs if kind == "CronJob" else children.pods)
+
+    def _forget_later(self, body: dict[str, Any]) -> None:
+        """A loop found its TaskQueue gone: handle it as the DELETED event that never came
+        (in a task: the loop cannot await its own stop)."""
+        task = asyncio.get_running_loop().create_task(self.taskqueue_event("DELETED", body))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
     def child_event(
         self, owner: Key, kind: str, event_type: str | None, body: dict[str, Any]
     ) -> None:
-        if event_type is None:
-            self.listings[kind] = self.listings.get(kind, 0) + 1
         loop = self.loops.get(owner)
+        if event_type is None and self._known(loop.children if loop else None, kind, body):
+            self.listings[kind] = self.listings.get(kind, 0) + 1
         if loop is not None:
             loop.child_event(kind, event_type or "ADDED", body)
             return

@@ -79,6 +79,18 @@ class Kube:
         items = self.api_client.sanitize_for_serialization(result)["items"]
         return list(items)
 
+    async def read_taskqueue_uid(self, namespace: str, name: str) -> str | None:
+        """The TaskQueue's uid, None when it does not exist (any more)."""
+        try:
+            body = await asyncio.to_thread(
+                self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(body["metadata"]["uid"])
+
     async def delete_cronjob(self, namespace: str, name: str) -> None:
         try:
             await asyncio.to_thread(

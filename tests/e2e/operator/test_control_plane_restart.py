@@ -40,6 +40,7 @@ pytestmark = pytest.mark.e2e
 
 NAMESPACE = "restarts"
 NAME = "steady"
+GHOST = "ghost"
 QUEUE = "restart-work"
 SELECTOR = f"taskqueue.dev/taskqueue={NAME}"
 SLEEP = "taskqueue_worker.examples.sleep"
@@ -224,6 +225,21 @@ def _scenario(
     )
     restored = time.monotonic() - outage.back
     print(f"re-created a CronJob deleted while its API server was down: {restored:.1f}s")
+
+    # 3b. A TaskQueue deleted while the operator's API server is down: no DELETED event
+    # either. Its loop must end (not re-create what garbage collection removes).
+    kube.apply(taskqueue_manifest(GHOST, queues=[QUEUE], replicas=0))
+    wait_for(lambda: uid(kube, "deployment", f"{GHOST}-workers"), 30, 0.2, "the ghost's children")
+    with api_server_down(own) as outage:
+        outage.kubectl.run("delete", "taskqueue", GHOST, "--wait=false")
+    wait_for(
+        lambda: "deleted while the watch was cut" in operator.read_text(), 60, 0.2, "loop ended"
+    )
+    wait_for(lambda: not uid(kube, "deployment", f"{GHOST}-workers"), 60, 0.2, "ghost's GC")
+    ended = time.monotonic() - outage.back
+    time.sleep(3)  # a loop still running would re-create it within a tick or two
+    assert not uid(kube, "deployment", f"{GHOST}-workers"), "re-created for a deleted TaskQueue"
+    print(f"the loop of a TaskQueue deleted during the outage ended; children gone {ended:.1f}s")
 
     # 4. The new workers run jobs; replicas stay within the new maximum.
     for _ in range(10):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from taskqueue_operator.controller import ChildCache, TaskQueueLoop
+from taskqueue_operator.controller import ChildCache, TaskQueueGone, TaskQueueLoop
 from taskqueue_operator.registry import LoopRegistry
 
 
@@ -47,9 +47,14 @@ def test_replace_counts_pods_gone_meanwhile_as_vanished() -> None:
 class ListingKube:
     """Only what the resync calls: the children as the API lists them."""
 
-    def __init__(self, children: dict[str, list[dict[str, Any]]]) -> None:
+    def __init__(self, children: dict[str, list[dict[str, Any]]], uid: str | None = "u") -> None:
         self.children = children
+        self.uid = uid
         self.calls: list[str] = []
+
+    async def read_taskqueue_uid(self, namespace: str, name: str) -> str | None:
+        self.calls.append("TaskQueue")
+        return self.uid
 
     async def list_children(
         self, namespace: str, kind: str, taskqueue: str
@@ -70,9 +75,13 @@ def test_a_relist_makes_the_loops_read_their_children_once() -> None:
         loop.listings = registry.listings
         loop.children.record("CronJob", "ADDED", child("tq-daily"))
 
+        registry.loops[("ns", "tq")] = loop
         await loop.resync_children()
         quiet = list(kube.calls)  # no re-list yet: nothing to read
-        registry.child_event(("ns", "tq"), "CronJob", None, child("tq-hourly"))
+        registry.child_event(("ns", "tq"), "CronJob", None, child("tq-new"))  # first listing
+        await loop.resync_children()
+        assert kube.calls == quiet, "a child seen for the first time is no re-list"
+        registry.child_event(("ns", "tq"), "CronJob", None, child("tq-daily"))  # known: re-list
         await loop.resync_children()
         one_kind = list(kube.calls)
         await loop.resync_children()  # already done for this re-list
@@ -83,5 +92,30 @@ def test_a_relist_makes_the_loops_read_their_children_once() -> None:
     quiet, one_kind, calls, children = asyncio.run(scenario())
     assert quiet == []
     assert one_kind == ["CronJob"]
-    assert calls == ["CronJob", "Deployment", "CronJob", "Pod"]
+    assert calls == ["CronJob", "TaskQueue", "Deployment", "CronJob", "Pod"]
     assert set(children.cronjobs) == {"tq-hourly"}
+
+
+def test_a_taskqueue_deleted_during_a_watch_gap_ends_its_loop() -> None:
+    """kopf's re-list has no DELETED event either: the loop would act for a ghost."""
+
+    async def whole() -> tuple[dict[Any, Any], list[str]]:
+        kube = ListingKube({}, uid=None)
+        registry = LoopRegistry(kube, lambda *_: None)  # type: ignore[arg-type]
+        await registry.taskqueue_event("ADDED", body())
+        loop = registry.loops[("ns", "tq")]
+        registry.listings["TaskQueue"] = 1
+        try:
+            await loop.resync_children()
+            raise AssertionError("the tick must stop")
+        except TaskQueueGone:
+            pass
+        for _ in range(3):
+            await asyncio.sleep(0)
+        loops = dict(registry.loops)
+        await registry.stop_all()
+        return loops, kube.calls
+
+    loops, calls = asyncio.run(whole())
+    assert loops == {}
+    assert calls[:1] == ["TaskQueue"]
