@@ -27,7 +27,11 @@ from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
 from taskqueue_operator.adapters.kube import Kube, SecretUnreadable
-from taskqueue_operator.adapters.recovery import recover_with_prefix, requeue_failed_with_prefix
+from taskqueue_operator.adapters.recovery import (
+    recover_with_prefix,
+    requeue_failed_with_prefix,
+    return_in_transit,
+)
 from taskqueue_operator.api.models import (
     REQUEUE_ANNOTATION,
     RedisSpec,
@@ -38,7 +42,11 @@ from taskqueue_operator.api.models import (
 from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
 from taskqueue_operator.rates import OutcomeWindow
 from taskqueue_operator.reconcile import drift
-from taskqueue_operator.reconcile.abandoned import container_deaths, find_abandoned
+from taskqueue_operator.reconcile.abandoned import (
+    container_deaths,
+    find_abandoned,
+    stuck_in_transit,
+)
 from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
 from taskqueue_operator.reconcile.status import (
@@ -198,6 +206,7 @@ class TaskQueueLoop:
         self.redis_url_read_at = 0.0
         self.redis_was_reachable: bool | None = None
         self.recovered_jobs = 0
+        self.in_transit_seen: dict[tuple[str, str], float] = {}
         self.requeued_token: str | None = None
         self.memory_policy_checked = 0.0
         self.memory_policy: tuple[str | None, int | None] = (None, None)
@@ -300,6 +309,7 @@ class TaskQueueLoop:
         requeue = None
         if redis_observation is not None:
             await self.recover_abandoned_jobs(taskqueue, redis_observation)
+            await self.return_stuck_in_transit(taskqueue, redis_observation)
             requeue = await self.requeue_on_annotation(taskqueue, now)
         scale = await self.decide_and_scale(taskqueue, observation)
         await self.reconcile_children(taskqueue, scale.desired_replicas)
@@ -455,6 +465,29 @@ class TaskQueueLoop:
                 "Warning",
                 "AbandonedJobsRecovered",
                 f"{len(handled)} jobs of vanished workers ({pods}): {summary}",
+            )
+
+    async def return_stuck_in_transit(self, taskqueue: TaskQueue, redis: RedisObservation) -> None:
+        """Jobs a worker took off a queue and died before starting: back on the queue now,
+        not after RQ's 10-minute maintenance pass (which would then fail them)."""
+        observed = [(q.name, job_id) for q in redis.queues for job_id in q.in_transit]
+        self.in_transit_seen, due = stuck_in_transit(self.in_transit_seen, observed, redis.time)
+        if not due or self.redis_url is None:
+            return
+        returned = await asyncio.to_thread(
+            return_in_transit, self.redis_url, taskqueue.spec.redis.key_prefix, due
+        )
+        for item in due:
+            self.in_transit_seen.pop(item, None)
+        if returned:
+            metrics.RECOVERED_JOBS.labels(self.namespace, self.name, "returned").inc(len(returned))
+            self.recovered_jobs += len(returned)
+            self.post_event(
+                self.body,
+                "Warning",
+                "StuckJobsReturned",
+                f"{len(returned)} jobs taken by a worker that died before starting them were "
+                f"put back on their queues: {', '.join(returned[:10])}",
             )
 
     async def requeue_on_annotation(self, taskqueue: TaskQueue, now: float) -> RequeueStatus | None:

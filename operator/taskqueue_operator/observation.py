@@ -21,6 +21,8 @@ class QueueStats:
     finished: int = 0
     oldest_enqueued_at: str | None = None
     """RQ's ISO timestamp of the job at the head of the queue (the longest wait)."""
+    in_transit: tuple[str, ...] = ()
+    """Job ids in RQ's intermediate list: taken by a worker, not started yet (first 100)."""
 
     def oldest_age(self, now: float) -> float:
         """Seconds the oldest pending job has waited; 0 for an empty queue."""

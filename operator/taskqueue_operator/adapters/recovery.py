@@ -177,6 +177,41 @@ def recover_with_prefix(
     return [Recovered(**item) for item in json.loads(_in_subprocess(payload, key_prefix))]
 
 
+def return_in_transit(url: str, key_prefix: str, stuck: list[tuple[str, str]]) -> list[str]:
+    """Put jobs stuck in RQ's intermediate lists back at the head of their queues.
+
+    Raw commands (no rq import, any prefix). Each move is one MULTI/EXEC under WATCH of
+    the list and the job: a worker starting the job meanwhile (it removes the id in the
+    same transaction that marks it started) makes us leave it alone.
+    Returns the ids put back.
+    """
+    connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+    returned: list[str] = []
+    try:
+        for queue, job_id in stuck:
+            queue_key = f"{key_prefix}:queue:{queue}"
+            transit_key = f"{queue_key}:intermediate"
+            job_key = f"{key_prefix}:job:{job_id}"
+            with connection.pipeline() as pipe:
+                try:
+                    pipe.watch(transit_key, job_key)
+                    if pipe.lpos(transit_key, job_id) is None:
+                        continue
+                    status = pipe.hget(job_key, "status")
+                    pipe.multi()
+                    pipe.lrem(transit_key, 1, job_id)
+                    if status == b"queued":  # a job gone from Redis is only dropped (as RQ)
+                        pipe.lpush(queue_key, job_id)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+            if status == b"queued":
+                returned.append(job_id)
+    finally:
+        connection.close()
+    return returned
+
+
 def _main() -> None:
     request = json.loads(sys.stdin.read())
     connection = redis.Redis.from_url(request["url"], socket_timeout=5)

@@ -15,7 +15,8 @@ import redis.asyncio as aioredis
 from taskqueue_operator.observation import QueueStats, RedisObservation, WorkerInfo
 
 # Per queue in the first round trip, in this order.
-_QUEUE_COMMANDS = 8
+_QUEUE_COMMANDS = 9
+IN_TRANSIT_READ = 100
 _WORKER_FIELDS = (
     "state",
     "hostname",
@@ -53,15 +54,16 @@ async def read_stats(
         first.zcount(f"{key_prefix}:finished:{queue}", now, "+inf")
         first.smembers(f"{key_prefix}:workers:{queue}")
         first.lindex(f"{key_prefix}:queue:{queue}", 0)  # the oldest pending job
+        # RQ moves a dequeued job here (single-queue workers) until the job starts.
+        first.lrange(f"{key_prefix}:queue:{queue}:intermediate", 0, IN_TRANSIT_READ - 1)
     replies = await first.execute()
 
     stats: list[QueueStats] = []
     oldest_ids: list[str | None] = []
     worker_names: set[str] = set()
     for index, queue in enumerate(queues):
-        pending, running, scheduled, deferred, failed, finished, members, oldest = replies[
-            index * _QUEUE_COMMANDS : (index + 1) * _QUEUE_COMMANDS
-        ]
+        reply = replies[index * _QUEUE_COMMANDS : (index + 1) * _QUEUE_COMMANDS]
+        pending, running, scheduled, deferred, failed, finished, members, oldest, transit = reply
         stats.append(
             QueueStats(
                 queue,
@@ -71,6 +73,7 @@ async def read_stats(
                 int(deferred),
                 int(failed),
                 int(finished),
+                in_transit=tuple(t for t in (_text(job) for job in transit) if t),
             )
         )
         oldest_ids.append(_text(oldest))

@@ -85,3 +85,26 @@ def find_abandoned(
             job_id = execution.rsplit(":", 1)[0]
             found.append(AbandonedJob(job_id, execution, worker.name, pod, cause))
     return found
+
+
+# A live worker holds a job in RQ's intermediate list for the milliseconds between its
+# dequeue and the job's start (a fork). Seen there this long, its worker died meanwhile.
+IN_TRANSIT_GRACE_SECONDS = 15.0
+InTransit = tuple[str, str]  # (queue, job id)
+
+
+def stuck_in_transit(
+    first_seen: dict[InTransit, float],
+    observed: Iterable[InTransit],
+    now: float,
+    grace: float = IN_TRANSIT_GRACE_SECONDS,
+) -> tuple[dict[InTransit, float], list[InTransit]]:
+    """(when each observed job was first seen, the ones stuck for `grace`).
+
+    RQ returns such a job only in a worker's maintenance pass, every 10 minutes, and
+    then fails it after a minute more; the job never started, so putting it back on its
+    queue runs it exactly once.
+    """
+    seen = {item: first_seen.get(item, now) for item in observed}
+    due = sorted(item for item, since in seen.items() if now - since >= grace)
+    return seen, due

@@ -5,7 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from taskqueue_operator.observation import WorkerInfo
-from taskqueue_operator.reconcile.abandoned import container_deaths, find_abandoned
+from taskqueue_operator.reconcile.abandoned import (
+    container_deaths,
+    find_abandoned,
+    stuck_in_transit,
+)
 
 
 def worker(name: str, pod: str, birth: str, *executions: str) -> WorkerInfo:
@@ -56,3 +60,17 @@ def test_container_death_reported_before_the_restart() -> None:
     after = worker("v", "p", "2026-01-01T00:01:00.2Z", "k:e")
     found = find_abandoned([before, after], {"p"}, set(), deaths)
     assert [a.job_id for a in found] == ["j"]
+
+
+def test_a_job_in_transit_is_due_after_the_grace_and_forgotten_once_gone() -> None:
+    seen, due = stuck_in_transit({}, [("q", "a"), ("q", "b")], now=100.0, grace=15)
+    assert seen == {("q", "a"): 100.0, ("q", "b"): 100.0} and due == []
+    # "a" started (left the list); "b" is still there; "c" was just taken.
+    seen, due = stuck_in_transit(seen, [("q", "b"), ("q", "c")], now=114.9, grace=15)
+    assert due == [] and set(seen) == {("q", "b"), ("q", "c")}
+    seen, due = stuck_in_transit(seen, [("q", "b"), ("q", "c")], now=115.0, grace=15)
+    assert due == [("q", "b")] and seen[("q", "c")] == 114.9
+
+
+def test_nothing_in_transit_nothing_due() -> None:
+    assert stuck_in_transit({("q", "old"): 1.0}, [], now=1000.0) == ({}, [])
