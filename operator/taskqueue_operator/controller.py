@@ -22,7 +22,7 @@ import pydantic
 import redis.asyncio as aioredis
 import redis.exceptions
 from kubernetes.client.exceptions import ApiException
-from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls
+from taskqueue_worker.redis_tls import CLIENT_CERTIFICATE_KEYS, TLSConfigError, url_with_tls
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
@@ -59,13 +59,6 @@ from taskqueue_operator.reconcile.status import (
 )
 from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
 from taskqueue_operator.scaling.policy import ScalerState, decide
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 BUSY_POD_DELETION_COST = "10000"
@@ -107,6 +100,16 @@ class RedisConnections:
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
+
+
+def _parsed_status(status: dict[str, Any] | None) -> TaskQueueStatus | None:
+    """A status written by us before (or another version): unreadable means start over."""
+    if not status:
+        return None
+    try:
+        return TaskQueueStatus.model_validate(status)
+    except pydantic.ValidationError:
+        return None
 
 
 class TaskQueueGone(Exception):
@@ -196,6 +199,8 @@ class TaskQueueLoop:
         self.log = logging.getLogger(f"taskqueue.{self.namespace}.{self.name}")
         self.scaler_state = ScalerState()
         self.last_status: dict[str, Any] | None = body.get("status") or None
+        self.previous_status = _parsed_status(self.last_status)
+        """`last_status` as the model build_status continues from."""
         self.last_status_patch = 0.0
         self.last_scale: tuple[str | None, str | None] = (None, None)
         self.reconciled_generation: int | None = None
@@ -313,7 +318,7 @@ class TaskQueueLoop:
             requeue = await self.requeue_on_annotation(taskqueue, now)
         scale = await self.decide_and_scale(taskqueue, observation)
         await self.reconcile_children(taskqueue, scale.desired_replicas)
-        self.record_metrics(observation, scale)
+        self.record_metrics(taskqueue, observation, scale)
         self.record_history(observation, scale)
         await self.report(taskqueue, observation, scale, requeue)
         return interval
@@ -372,7 +377,7 @@ class TaskQueueLoop:
             pems["ssl_ca_certs"] = await self.kube.read_secret_key(self.namespace, ca.name, ca.key)
         if tls.client_certificate_secret_ref is not None:
             name = tls.client_certificate_secret_ref.name
-            for argument, key in (("ssl_certfile", "tls.crt"), ("ssl_keyfile", "tls.key")):
+            for argument, key in CLIENT_CERTIFICATE_KEYS.items():
                 pems[argument] = await self.kube.read_secret_key(self.namespace, name, key)
         try:
             return await asyncio.to_thread(url_with_tls, url, pems)
@@ -394,22 +399,17 @@ class TaskQueueLoop:
             message = redact(
                 f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             )
-            self.redis_transition(False, message)
-            return None, message
         except TLSConfigError as error:
             message = str(error)
-            self.redis_transition(False, message)
-            return None, message
         except (SecretUnreadable, ApiException) as error:
             message = redact(f"cannot read the Redis URL or TLS Secrets: {error}")
-            self.redis_transition(False, message)
-            return None, message
         except ValueError as error:  # redis-py refuses to parse the URL (scheme, port...)
             message = redact(f"invalid Redis URL: {error}")
-            self.redis_transition(False, message)
-            return None, message
-        self.redis_transition(True, "Redis answered")
-        return await self.with_memory_policy(client, observation, now), None
+        else:
+            self.redis_transition(True, "Redis answered")
+            return await self.with_memory_policy(client, observation, now), None
+        self.redis_transition(False, message)
+        return None, message
 
     async def with_memory_policy(
         self, client: aioredis.Redis, observation: RedisObservation, now: float
@@ -417,14 +417,7 @@ class TaskQueueLoop:
         """An evicting maxmemory policy silently loses queued jobs: check it once a minute."""
         if now - self.memory_policy_checked > 60:
             self.memory_policy_checked = now
-            try:
-                config = await client.config_get("maxmemory*")
-                self.memory_policy = (
-                    _text(config.get(b"maxmemory-policy", config.get("maxmemory-policy"))),
-                    int(config.get(b"maxmemory", config.get("maxmemory")) or 0),
-                )
-            except redis.exceptions.RedisError:
-                self.memory_policy = (None, None)  # CONFIG is disabled: nothing to say
+            self.memory_policy = await redis_stats.read_memory_policy(client)
         policy, limit = self.memory_policy
         return dataclasses.replace(observation, maxmemory_policy=policy, maxmemory=limit)
 
@@ -663,7 +656,9 @@ class TaskQueueLoop:
             }
         )
 
-    def record_metrics(self, observation: Observation, scale: ScaleInfo) -> None:
+    def record_metrics(
+        self, taskqueue: TaskQueue, observation: Observation, scale: ScaleInfo
+    ) -> None:
         metrics.record_observation(self.namespace, self.name, observation, scale.desired_replicas)
         if observation.redis is not None:
             self.outcomes.update(observation.redis)
@@ -672,8 +667,7 @@ class TaskQueueLoop:
                 metrics.QUEUE_WAIT.labels(self.namespace, self.name, queue.name).set(
                     queue.oldest_age(observation.time)
                 )
-        taskqueue = self.parse()
-        if taskqueue is not None and taskqueue.spec.scaling is not None:
+        if taskqueue.spec.scaling is not None:
             target = taskqueue.spec.scaling.target_queue_seconds
             if target is not None:
                 metrics.TARGET_WAIT.labels(self.namespace, self.name).set(target)
@@ -685,8 +679,8 @@ class TaskQueueLoop:
         scale: ScaleInfo,
         requeue: RequeueStatus | None = None,
     ) -> None:
-        previous = TaskQueueStatus.model_validate(self.last_status) if self.last_status else None
-        status = status_dict(build_status(taskqueue, observation, scale, previous, requeue))
+        built = build_status(taskqueue, observation, scale, self.previous_status, requeue)
+        status = status_dict(built)
         since = observation.time - self.last_status_patch
         interval = max(
             self.settings.counter_patch_interval,
@@ -696,4 +690,5 @@ class TaskQueueLoop:
             return
         await self.kube.patch_status(self.namespace, self.name, status)
         self.last_status = status
+        self.previous_status = built
         self.last_status_patch = observation.time

@@ -22,6 +22,8 @@ CLIENT_CERT_ENV = "REDIS_TLS_CLIENT_CERT"
 CLIENT_KEY_ENV = "REDIS_TLS_CLIENT_KEY"
 # environment variable -> redis-py connection argument
 TLS_ENV = {CA_ENV: "ssl_ca_certs", CLIENT_CERT_ENV: "ssl_certfile", CLIENT_KEY_ENV: "ssl_keyfile"}
+# redis-py connection argument -> key of the client certificate's kubernetes.io/tls Secret
+CLIENT_CERTIFICATE_KEYS = {"ssl_certfile": "tls.crt", "ssl_keyfile": "tls.key"}
 
 
 class TLSConfigError(ValueError):

@@ -17,7 +17,7 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 from rq import Queue
@@ -140,41 +140,43 @@ def requeue_failed(connection: redis.Redis, queues: list[str]) -> int:
 
 
 def requeue_failed_with_prefix(url: str, key_prefix: str, queues: list[str]) -> int:
+    request = {"url": url, "action": "requeue-failed", "queues": queues}
+    return int(_with_prefix(request, key_prefix))
+
+
+def recover_with_prefix(
+    url: str, key_prefix: str, jobs: list[AbandonedJob], policy: Policy
+) -> list[Recovered]:
+    request = {"url": url, "policy": policy, "jobs": [asdict(j) for j in jobs]}
+    return [Recovered(**item) for item in _with_prefix(request, key_prefix)]
+
+
+def _with_prefix(request: dict[str, Any], key_prefix: str) -> Any:
+    """`_handle(request)`: in this process when the prefix is RQ's, else in a subprocess
+    that imports rq with it. Returns plain JSON data either way."""
     if key_prefix == RQ_KEY_PREFIX:
-        connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        try:
-            return requeue_failed(connection, queues)
-        finally:
-            connection.close()
-    payload = json.dumps({"url": url, "action": "requeue-failed", "queues": queues})
-    return int(json.loads(_in_subprocess(payload, key_prefix)))
-
-
-def _in_subprocess(payload: str, key_prefix: str) -> str:
+        return _handle(request)
     completed = subprocess.run(
         [sys.executable, "-m", "taskqueue_operator.adapters.recovery"],
-        input=payload,
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         env={**os.environ, "RQ_KEY_PREFIX": key_prefix},
         timeout=60,
         check=True,
     )
-    return completed.stdout
+    return json.loads(completed.stdout)
 
 
-def recover_with_prefix(
-    url: str, key_prefix: str, jobs: list[AbandonedJob], policy: Policy
-) -> list[Recovered]:
-    """In this process when the prefix is RQ's, else in a subprocess that imports rq with it."""
-    if key_prefix == RQ_KEY_PREFIX:
-        connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        try:
-            return recover(connection, jobs, policy)
-        finally:
-            connection.close()
-    payload = json.dumps({"url": url, "policy": policy, "jobs": [asdict(j) for j in jobs]})
-    return [Recovered(**item) for item in json.loads(_in_subprocess(payload, key_prefix))]
+def _handle(request: dict[str, Any]) -> Any:
+    connection = redis.Redis.from_url(request["url"], socket_timeout=5, socket_connect_timeout=2)
+    try:
+        if request.get("action") == "requeue-failed":
+            return requeue_failed(connection, request["queues"])
+        jobs = [AbandonedJob(**item) for item in request["jobs"]]
+        return [asdict(r) for r in recover(connection, jobs, request["policy"])]
+    finally:
+        connection.close()
 
 
 def return_in_transit(url: str, key_prefix: str, stuck: list[tuple[str, str]]) -> list[str]:
@@ -213,13 +215,7 @@ def return_in_transit(url: str, key_prefix: str, stuck: list[tuple[str, str]]) -
 
 
 def _main() -> None:
-    request = json.loads(sys.stdin.read())
-    connection = redis.Redis.from_url(request["url"], socket_timeout=5)
-    if request.get("action") == "requeue-failed":
-        print(json.dumps(requeue_failed(connection, request["queues"])))
-        return
-    jobs = [AbandonedJob(**item) for item in request["jobs"]]
-    print(json.dumps([asdict(r) for r in recover(connection, jobs, request["policy"])]))
+    print(json.dumps(_handle(json.loads(sys.stdin.read()))))
 
 
 if __name__ == "__main__":

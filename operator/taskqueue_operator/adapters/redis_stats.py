@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from taskqueue_operator.observation import QueueStats, RedisObservation, WorkerInfo
 
@@ -119,6 +120,18 @@ async def read_stats(
                 )
             )
     return RedisObservation(time=now, queues=tuple(stats), workers=tuple(workers))
+
+
+async def read_memory_policy(client: aioredis.Redis) -> tuple[str | None, int | None]:
+    """(maxmemory-policy, maxmemory), or (None, None) where CONFIG is disabled."""
+    try:
+        config = await client.config_get("maxmemory*")
+    except redis.exceptions.RedisError:
+        return None, None
+    return (
+        _text(config.get(b"maxmemory-policy", config.get("maxmemory-policy"))),
+        int(config.get(b"maxmemory", config.get("maxmemory")) or 0),
+    )
 
 
 def connect(url: str, max_connections: int = 32) -> aioredis.Redis:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskqueue_worker.redis_tls import CA_ENV, CLIENT_CERT_ENV, CLIENT_KEY_ENV
+from taskqueue_worker.redis_tls import CA_ENV, CLIENT_CERTIFICATE_KEYS, TLS_ENV
 
 from taskqueue_operator.api.models import RedisSpec, WorkerSpec
 
@@ -41,8 +41,9 @@ def redis_tls_env(redis: RedisSpec) -> list[dict[str, Any]]:
     if tls.client_certificate_secret_ref is not None:
         name = tls.client_certificate_secret_ref.name
         refs += [
-            (CLIENT_CERT_ENV, name, "tls.crt"),
-            (CLIENT_KEY_ENV, name, "tls.key"),
+            (env, name, CLIENT_CERTIFICATE_KEYS[argument])
+            for env, argument in TLS_ENV.items()
+            if argument in CLIENT_CERTIFICATE_KEYS
         ]
     return [
         {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
