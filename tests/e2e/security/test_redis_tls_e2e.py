@@ -35,6 +35,16 @@ def tls_redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.cleanup()
 
 
+@pytest.fixture
+def tls_secrets(kube: Kubectl, tls_redis: RedisServer) -> None:
+    """The Secrets TLS_SPEC names: the test CA, and the client certificate (tls type)."""
+    tls = tls_redis.tls
+    assert tls is not None
+    secret(kube, "redis-ca", {"ca.crt": tls.pem("ca.crt")})
+    client = {"tls.crt": tls.pem("client.crt"), "tls.key": tls.pem("client.key")}
+    secret(kube, "redis-client", client, "kubernetes.io/tls")
+
+
 def secret(kube: Kubectl, name: str, data: dict[str, str], kind: str = "Opaque") -> None:
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
     body = {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": {"name": name}}
@@ -51,18 +61,10 @@ def test_workers_schedules_operator_and_plugin_over_tls(
     crd_installed: None,
     operator_process: Any,
     tls_redis: RedisServer,
+    tls_secrets: None,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    tls = tls_redis.tls
-    assert tls is not None
     make_secret(kube, "redis-url", tls_redis.url)
-    secret(kube, "redis-ca", {"ca.crt": tls.pem("ca.crt")})
-    secret(
-        kube,
-        "redis-client",
-        {"tls.crt": tls.pem("client.crt"), "tls.key": tls.pem("client.key")},
-        "kubernetes.io/tls",
-    )
     queue_name = f"tls-{kube.namespace[-8:]}"
     schedule = {"name": "tick", "schedule": "@hourly", "function": NOOP, "queue": queue_name}
     redis = {"urlFrom": {"secretKeyRef": {"name": "redis-url", "key": "url"}}, "tls": TLS_SPEC}
@@ -117,19 +119,11 @@ def test_tls_and_url_mistakes_are_conditions_with_reasons(
     crd_installed: None,
     operator_process: Any,
     tls_redis: RedisServer,
+    tls_secrets: None,
     tmp_path: Path,
 ) -> None:
-    tls = tls_redis.tls
-    assert tls is not None
     other_ca = RedisTLS(tmp_path / "other")  # did not sign Redis's certificate
     secret(kube, "wrong-ca", {"ca.crt": other_ca.pem("ca.crt")})
-    secret(kube, "redis-ca", {"ca.crt": tls.pem("ca.crt")})
-    secret(
-        kube,
-        "redis-client",
-        {"tls.crt": tls.pem("client.crt"), "tls.key": tls.pem("client.key")},
-        "kubernetes.io/tls",
-    )
     make_secret(kube, "tls-url", tls_redis.url)
     make_secret(kube, "plain-url", tls_redis.url.replace("rediss://", "redis://"))
     make_secret(kube, "bad-url", "redis://127.0.0.1:not-a-port/0")
