@@ -8,7 +8,8 @@ plugin never needs the application's code.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -86,17 +87,16 @@ def newest_first(records: list[JobRecord]) -> list[JobRecord]:
 
 def cmd_list(ctx: Context, limit: int) -> int:
     client, now_ts = ctx.client, ctx.now.timestamp()
-    total = 0
-    candidates: list[str] = []
-    for queue in ctx.queues:
-        key = failed_key(ctx.prefix, queue)
-        total += int(client.zcount(key, now_ts, "+inf"))
-        # Highest scores are the newest failures when failure TTLs agree (RQ's default).
-        if limit > 0:
-            members = client.zrevrangebyscore(key, "+inf", now_ts, start=0, num=limit)
-        else:
-            members = client.zrevrangebyscore(key, "+inf", now_ts)
-        candidates.extend(text(m) or "" for m in members)
+    page = {"start": 0, "num": limit} if limit > 0 else {}
+    with client.pipeline(transaction=False) as pipe:
+        for queue in ctx.queues:
+            key = failed_key(ctx.prefix, queue)
+            pipe.zcount(key, now_ts, "+inf")
+            # Highest scores are the newest failures when failure TTLs agree (RQ's default).
+            pipe.zrevrangebyscore(key, "+inf", now_ts, **page)
+        replies = pipe.execute()
+    total = sum(int(count) for count in replies[0::2])
+    candidates = [text(m) or "" for members in replies[1::2] for m in members]
     records = [r for r in fetch_records(client, ctx.prefix, candidates) if r.exists]
     records = newest_first(records)
     if limit > 0:
@@ -297,49 +297,54 @@ def _check_prefix(ctx: Context) -> None:
 
 @dataclass
 class Outcome:
-    done: list[str]
-    stale: list[str]
-    skipped: list[str]
+    done: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
-def requeue(ctx: Context, chosen: list[Selected]) -> Outcome:
+def _settle(
+    ctx: Context, chosen: list[Selected], act: Callable[[FailedJobRegistry, str], bool]
+) -> Outcome:
+    """`act` on each job: done when it returns True, skipped when False (no longer a dead
+    letter); a job whose hash expired before its registry entry loses the entry (stale)."""
     _check_prefix(ctx)
-    outcome = Outcome([], [], [])
+    outcome = Outcome()
     for item in chosen:
         registry = FailedJobRegistry(item.queue, connection=ctx.client)
         job_id = item.record.id
         try:
-            registry.requeue(job_id)
-            outcome.done.append(job_id)
-        except NoSuchJobError:  # the hash expired before its entry: drop the entry
-            registry.remove(job_id)
-            outcome.stale.append(job_id)
-        except InvalidJobOperation:  # someone else requeued or removed it meanwhile
-            outcome.skipped.append(job_id)
-    return outcome
-
-
-def purge(ctx: Context, chosen: list[Selected]) -> Outcome:
-    _check_prefix(ctx)
-    outcome = Outcome([], [], [])
-    for item in chosen:
-        registry = FailedJobRegistry(item.queue, connection=ctx.client)
-        job_id = item.record.id
-        try:
-            job = Job.fetch(job_id, connection=ctx.client)
+            acted = act(registry, job_id)
         except NoSuchJobError:
             registry.remove(job_id)
             outcome.stale.append(job_id)
             continue
+        (outcome.done if acted else outcome.skipped).append(job_id)
+    return outcome
+
+
+def requeue(ctx: Context, chosen: list[Selected]) -> Outcome:
+    def act(registry: FailedJobRegistry, job_id: str) -> bool:
+        try:
+            registry.requeue(job_id)
+        except InvalidJobOperation:  # someone else requeued or removed it meanwhile
+            return False
+        return True
+
+    return _settle(ctx, chosen, act)
+
+
+def purge(ctx: Context, chosen: list[Selected]) -> Outcome:
+    def act(registry: FailedJobRegistry, job_id: str) -> bool:
+        job = Job.fetch(job_id, connection=ctx.client)
         if job.get_status(refresh=False) not in (JobStatus.FAILED, JobStatus.STOPPED):
-            outcome.skipped.append(job_id)  # requeued meanwhile: it is no dead letter now
-            continue
+            return False  # requeued meanwhile: it is no dead letter now
         with ctx.client.pipeline() as pipe:
             job.delete(pipeline=pipe)  # hash, results, executions, and its registry entry
             registry.remove(job_id, pipeline=pipe)
             pipe.execute()
-        outcome.done.append(job_id)
-    return outcome
+        return True
+
+    return _settle(ctx, chosen, act)
 
 
 def confirm(ctx: Context, question: str) -> bool:
@@ -387,7 +392,7 @@ def cmd_purge(ctx: Context, selector: Selector, dry_run: bool, yes: bool, intera
     if dry_run:
         return _dry_run(ctx, "purge", chosen)
     if not chosen:
-        _report(ctx, "purged", Outcome([], [], []))
+        _report(ctx, "purged", Outcome())
         return 0
     if not yes:
         if not interactive:

@@ -79,6 +79,11 @@ class Row:
     record: JobRecord
     source: str  # the registry (or queue list) the job was found in
 
+    @property
+    def status(self) -> str:
+        """The hash's status, else the registry's (the `status` column)."""
+        return self.record.status if self.record.status in STATUSES else self.source
+
 
 def build_frame(rows: Iterable[Row], queues: Sequence[str]) -> pd.DataFrame:
     """One row per job with fixed dtypes (also when empty). Pure."""
@@ -93,7 +98,7 @@ def build_frame(rows: Iterable[Row], queues: Sequence[str]) -> pd.DataFrame:
             "queue": r.queue,
             "function": r.label,
             "description": r.description,
-            "status": r.status if r.status in STATUSES else row.source,
+            "status": row.status,
             "created_at": r.created_at,
             "enqueued_at": r.enqueued_at,
             "started_at": r.started_at,
@@ -144,12 +149,8 @@ def collect(ctx: Context, statuses: Sequence[str]) -> tuple[list[Row], int]:
                 found.setdefault(job_id, source)
     records = fetch_records(client, prefix, list(found))
     rows = [Row(r, found[r.id]) for r in records if r.exists]
-    rows = [
-        row
-        for row in rows
-        if (row.record.status if row.record.status in STATUSES else row.source) in statuses
-    ]
-    return rows, sum(1 for r in records if not r.exists)
+    gone = len(records) - len(rows)
+    return [row for row in rows if row.status in statuses], gone
 
 
 def cmd_export(ctx: Context, destination: str, statuses: Sequence[str]) -> int:

@@ -20,8 +20,6 @@ import redis
 from taskqueue_operator.cli import safe_pickle
 
 BATCH = 500
-# RQ's Result.Type values that carry an exception string.
-RESULT_FAILED, RESULT_STOPPED = 2, 3
 RESULTS_READ = 3  # the newest few results: the failure may not be the very last entry
 
 
@@ -105,7 +103,6 @@ class JobRecord:
     retries_left: int | None = None
     number_of_retries: int | None = None
     timeout: str | None = None
-    failure_ttl: int | None = None
     last_failure_at: datetime | None = None
     raw_data: bytes | None = field(default=None, repr=False)
     raw_meta: bytes | None = field(default=None, repr=False)
@@ -161,7 +158,6 @@ def record_from_hash(
         retries_left=_int(get.get("retries_left")),
         number_of_retries=_int(get.get("number_of_retries")),
         timeout=text(get.get("timeout")) or None,
-        failure_ttl=_int(get.get("failure_ttl")),
         last_failure_at=failure.at if failure else None,
         raw_data=raw_data,
         raw_meta=get.get("meta"),

@@ -26,15 +26,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from rq.defaults import RQ_KEY_PREFIX
-from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls
+from taskqueue_worker.redis_tls import CLIENT_CERTIFICATE_KEYS, TLSConfigError, url_with_tls
 
 from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
 from taskqueue_operator.cli.errors import CliError, NotFound, RedisUnavailable, UsageError
+from taskqueue_operator.reconcile.status import redact as redact_userinfo
 
 TARGET_ENV = "TASKQUEUE_CLI_TARGET"
 DEFAULT_PREFIX = "rq"
 _SECRET_QUERY_KEYS = {"password"}
-_USERINFO_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s/]+@")
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -47,7 +47,7 @@ def redact_url(url: str) -> str:
 
     String-level on purpose: rebuilding with urlunsplit rewrites `unix:///` URLs.
     """
-    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", url))
+    return _QUERY_PASSWORD.sub(r"\1***", redact_userinfo(url))
 
 
 def url_password(url: str) -> str | None:
@@ -270,9 +270,8 @@ def resolve_from_cluster(
         pems["ssl_ca_certs"] = secret_value(ca["name"], ca["key"], "spec.redis.tls.caFrom")
     client = (tls.get("clientCertificateSecretRef") or {}).get("name")
     if client:
-        for argument, key in (("ssl_certfile", "tls.crt"), ("ssl_keyfile", "tls.key")):
-            field = "spec.redis.tls.clientCertificateSecretRef"
-            pems[argument] = secret_value(client, key, field)
+        for argument, key in CLIENT_CERTIFICATE_KEYS.items():
+            pems[argument] = secret_value(client, key, "spec.redis.tls.clientCertificateSecretRef")
     try:
         url = url_with_tls(url, pems)
     except TLSConfigError as error:

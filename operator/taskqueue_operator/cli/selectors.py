@@ -35,10 +35,6 @@ class Selector:
     older_than: float | None = None
     exception: str | None = None
 
-    @property
-    def by_filter(self) -> bool:
-        return self.older_than is not None or self.exception is not None
-
     def matches(self, record: JobRecord, now: datetime) -> bool:
         if self.all:
             return True

@@ -135,14 +135,15 @@ def _value(value: Any) -> str:
 # -------------------------------------------------------------------- Redis status
 
 
+# The counts of a queue, in the order of `status`'s table and JSON.
+QUEUE_COUNTS = ("pending", "running", "scheduled", "deferred", "failed", "finished")
+
+
 def queue_rows(observation: RedisObservation) -> list[list[Any]]:
-    return [
-        [q.name, q.pending, q.running, q.scheduled, q.deferred, q.failed, q.finished]
-        for q in observation.queues
-    ]
+    return [[q.name, *(getattr(q, count) for count in QUEUE_COUNTS)] for q in observation.queues]
 
 
-QUEUE_HEADERS = ["queue", "pending", "running", "scheduled", "deferred", "failed", "finished"]
+QUEUE_HEADERS = ["queue", *QUEUE_COUNTS]
 WORKER_HEADERS = ["worker", "pod", "state", "current job", "queues", "ok", "failed"]
 
 
@@ -186,15 +187,7 @@ def status_document(
         "queues": None
         if observation is None
         else [
-            {
-                "name": q.name,
-                "pending": q.pending,
-                "running": q.running,
-                "scheduled": q.scheduled,
-                "deferred": q.deferred,
-                "failed": q.failed,
-                "finished": q.finished,
-            }
+            {"name": q.name, **{count: getattr(q, count) for count in QUEUE_COUNTS}}
             for q in observation.queues
         ],
         "workers": None
@@ -307,11 +300,11 @@ def progress_table_rows(items: list[dict[str, Any]]) -> list[list[Any]]:
 
 def cmd_progress(ctx: Context) -> int:
     client, prefix, now_ts = ctx.client, ctx.prefix, ctx.now.timestamp()
-    ids: list[str] = []
-    for queue in ctx.queues:
-        for job_id, _ in live_entries(client, f"{prefix}:wip:{queue}", now_ts, started=True):
-            if job_id not in ids:
-                ids.append(job_id)
+    ids = dict.fromkeys(
+        job_id
+        for queue in ctx.queues
+        for job_id, _ in live_entries(client, f"{prefix}:wip:{queue}", now_ts, started=True)
+    )
     records = [r for r in fetch_records(client, prefix, ids) if r.exists]
     workers = sorted({r.worker for r in records if r.worker})
     pods: dict[str, str] = {}

@@ -16,25 +16,11 @@ import redis
 from cli_helpers import Cli
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
+from taskqueue_operator.cli.jobs import COLUMNS
 from testbed.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 QUEUE = "history"
-DTYPES = {
-    "job_id": "string",
-    "queue": "category",
-    "function": "string",
-    "description": "string",
-    "status": "category",
-    "created_at": "datetime64[ns, UTC]",
-    "enqueued_at": "datetime64[ns, UTC]",
-    "started_at": "datetime64[ns, UTC]",
-    "ended_at": "datetime64[ns, UTC]",
-    "duration_seconds": "float64",
-    "worker": "string",
-    "retries_left": "Int64",
-    "exception": "string",
-}
 
 
 @pytest.fixture
@@ -59,7 +45,7 @@ def test_export_writes_the_history_as_parquet(
     assert ran.code == 0, ran.err
     assert ran.out.startswith(f"wrote 8 jobs of TaskQueue tq to {path}")
     frame = pd.read_parquet(path, engine="pyarrow")
-    assert {name: str(dtype) for name, dtype in frame.dtypes.items()} == DTYPES
+    assert {name: str(dtype) for name, dtype in frame.dtypes.items()} == COLUMNS
     status = dict(zip(frame["job_id"], frame["status"], strict=True))
     assert status == {
         **{j.id: "finished" for j in finished},
