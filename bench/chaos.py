@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -55,7 +53,7 @@ from chaos_driver import (  # noqa: E402
     wait_all_terminal,
 )
 from e2e_helpers import Kubectl, OperatorProcess, install_crd  # noqa: E402
-from testbed.cluster import Cluster, external_cluster, local_cluster, stop_pid, sweep  # noqa: E402
+from testbed.cluster import Cluster, open_cluster  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
 
 
@@ -204,31 +202,18 @@ def main() -> int:
         parser.error("--kubeconfig needs --redis-url (pods cannot reach a Redis on 127.0.0.1)")
     baseline_jobs = options.jobs if options.baseline_jobs is None else options.baseline_jobs
 
-    state: Path | None = None
-    supervisor: subprocess.Popen[bytes] | None = None
-    operator: OperatorProcess | None = None
     runs: list[Run] = []
     began = time.monotonic()
-    try:
-        if options.kubeconfig:
-            cluster = external_cluster(options.kubeconfig)
-        else:
-            state = Path(tempfile.mkdtemp(prefix="tq-chaos-bench-"))
-            cluster, supervisor = local_cluster(state)
+    with open_cluster(options.kubeconfig, prefix="tq-chaos-bench-") as cluster:
         install_crd(cluster)
         operator = OperatorProcess(cluster.kubeconfig)
-        operator.start()
-        if baseline_jobs:
-            runs.append(one_run(cluster, operator, options, baseline_jobs, chaotic=False))
-        runs.append(one_run(cluster, operator, options, options.jobs, chaotic=True))
-    finally:
-        if operator is not None:
+        try:
+            operator.start()
+            if baseline_jobs:
+                runs.append(one_run(cluster, operator, options, baseline_jobs, chaotic=False))
+            runs.append(one_run(cluster, operator, options, options.jobs, chaotic=True))
+        finally:
             operator.stop()
-        if supervisor is not None:
-            stop_pid(supervisor.pid)
-        if state is not None:
-            sweep(state)  # only acts when the supervisor could not clean up
-            shutil.rmtree(state, ignore_errors=True)
 
     table = [figures(run) for run in runs]
     print(f"\nchaos bench, {time.monotonic() - began:.0f}s in all")

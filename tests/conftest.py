@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from testbed.cluster import Cluster, external_cluster, local_cluster, stop_pid, sweep
+from testbed.cluster import Cluster, open_cluster
 from testbed.redis_server import RedisServer
 
 
@@ -48,17 +46,8 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The test bed (control plane + process-kubelet), or the cluster of --kubeconfig/KUBECONFIG."""
     given = request.config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
-    if given:
-        yield external_cluster(Path(given))
-        return
-    state = Path(tempfile.mkdtemp(prefix="tq-testbed-"))
-    testbed, process = local_cluster(state)
-    try:
-        yield testbed
-    finally:
-        stop_pid(process.pid)
-        sweep(state)  # only does something when the supervisor could not clean up
-        shutil.rmtree(state, ignore_errors=True)
+    with open_cluster(Path(given) if given else None) as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from testbed.ports import free_port
+from testbed.processes import stop_process
 
 WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
 CRD = Path(__file__).resolve().parents[1] / "crds" / "taskqueues.taskqueue.dev.yaml"
@@ -145,15 +145,9 @@ class OperatorProcess:
         assert self.process.poll() is None, self.read_text()
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
+        if self.process is not None:
+            stop_process(self.process, timeout=15)
+            self.process = None
 
     def restart(self) -> None:
         self.stop()

@@ -13,9 +13,10 @@ import pytest
 from e2e_helpers import wait_for
 from testbed.build import build
 from testbed.cluster import Cluster
-from testbed.controlplane import ControlPlane, kubeconfig_text
+from testbed.controlplane import ControlPlane
 from testbed.ports import free_port
-from testbed.serve import start_kubelet, stop_process, wait_node_ready
+from testbed.processes import stop_process
+from testbed.serve import start_kubelet, wait_node_ready
 
 
 class PrivateCluster:
@@ -80,18 +81,8 @@ def second_api_server(bed: PrivateCluster) -> tuple[subprocess.Popen[bytes], Pat
     ]
     with open(bed.root / "apiserver-2.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    cp = bed.control_plane
     kubeconfig = bed.root / "second.kubeconfig"
-    kubeconfig.write_text(
-        kubeconfig_text(
-            f"https://127.0.0.1:{port}",
-            cp.ca_file,
-            {
-                "client-certificate": str(cp.work_dir / "admin.crt"),
-                "client-key": str(cp.work_dir / "admin.key"),
-            },
-        )
-    )
+    kubeconfig.write_text(bed.control_plane.admin_kubeconfig(f"https://127.0.0.1:{port}"))
     return process, kubeconfig
 
 

@@ -11,7 +11,8 @@ import argparse
 import shutil
 import sys
 
-from testbed.cluster import TESTS, exited, local_cluster, stop_pid, sweep
+from testbed.cluster import local_cluster, sweep
+from testbed.processes import TESTS, exited, stop_pid
 
 STATE = TESTS.parent / ".testbed"
 
@@ -26,10 +27,11 @@ def recorded_pid() -> int | None:
 
 
 def up() -> int:
-    if recorded_pid() is not None and (STATE / "ready").exists():
+    running = recorded_pid() is not None
+    if running and (STATE / "ready").exists():
         print(f"test bed already up: export KUBECONFIG={STATE / 'kubeconfig'}")
         return 0
-    if recorded_pid() is None:
+    if not running:
         sweep(STATE)  # what a crashed supervisor left behind
     cluster, process = local_cluster(STATE)
     (STATE / "serve.pid").write_text(str(process.pid))

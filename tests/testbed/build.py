@@ -112,11 +112,6 @@ def outdated(directory: Path | None = None) -> list[str]:
     ]
 
 
-def missing(directory: Path | None = None) -> list[str]:
-    directory = directory or bin_dir()
-    return [name for name in PACKAGES if not (directory / name).exists()]
-
-
 def find_go() -> str:
     go = shutil.which("go")
     if go:

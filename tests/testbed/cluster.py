@@ -8,16 +8,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import kubernetes
 
 from testbed.build import bin_dir, build
-
-TESTS = Path(__file__).resolve().parents[1]
+from testbed.processes import start_module, stop_pid
 
 
 @dataclass
@@ -32,28 +32,31 @@ class Cluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
+        return self._run("kubectl", self.kubectl_bin, args, input, check, timeout)
+
+    def helm(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return self._run("helm", self.helm_bin, args, None, check, timeout)
+
+    def _run(
+        self,
+        name: str,
+        binary: Path,
+        args: tuple[str, ...],
+        input: str | None,
+        check: bool,
+        timeout: float,
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args],
+            [str(binary), "--kubeconfig", str(self.kubeconfig), *args],
             input=input,
             capture_output=True,
             text=True,
             timeout=timeout,
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
-        return done
-
-    def helm(
-        self, *args: str, check: bool = True, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(self.helm_bin), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed: {done.stderr}")
+            raise AssertionError(f"{name} {' '.join(args)} failed: {done.stderr}")
         return done
 
     def api_client(self) -> kubernetes.client.ApiClient:
@@ -78,19 +81,7 @@ class Cluster:
 
 def start_serve(state: Path, log_file: Path) -> subprocess.Popen[bytes]:
     """The supervisor, detached from the caller's session so it outlives a shell."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-    with open(log_file, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "testbed.serve", "--state", str(state)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    return start_module("testbed.serve", ["--state", str(state)], log_file)
 
 
 def wait_ready(
@@ -103,35 +94,6 @@ def wait_ready(
         if time.monotonic() > deadline:
             raise TimeoutError(f"the test bed was not ready in {timeout}s")
         time.sleep(0.1)
-
-
-def exited(pid: int) -> bool:
-    """Gone, or a zombie (reaped here when it is our child: kill(pid, 0) succeeds on one)."""
-    with contextlib.suppress(ChildProcessError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:
-            return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state == "Z"
-
-
-def stop_pid(pid: int, timeout: float = 60) -> None:
-    """SIGTERM, wait up to `timeout` for the process to exit, then SIGKILL."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if exited(pid):
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def sweep(state: Path) -> list[int]:
@@ -189,3 +151,20 @@ def external_cluster(kubeconfig: Path) -> Cluster:
     )
     helm = ours / "helm" if (ours / "helm").exists() else Path(shutil.which("helm") or "helm")
     return Cluster(kubeconfig, kubectl, helm, None)
+
+
+@contextlib.contextmanager
+def open_cluster(kubeconfig: Path | None, prefix: str = "tq-testbed-") -> Iterator[Cluster]:
+    """The cluster of `kubeconfig`, or a test bed started in a fresh temporary folder and
+    stopped by PID on exit (then swept, in case its supervisor could not clean up)."""
+    if kubeconfig:
+        yield external_cluster(kubeconfig)
+        return
+    state = Path(tempfile.mkdtemp(prefix=prefix))
+    cluster, process = local_cluster(state)
+    try:
+        yield cluster
+    finally:
+        stop_pid(process.pid)
+        sweep(state)  # only does something when the supervisor could not clean up
+        shutil.rmtree(state, ignore_errors=True)

@@ -8,7 +8,6 @@ signing key. Everything lives in one temporary directory, removed on stop.
 from __future__ import annotations
 
 import shutil
-import signal
 import ssl
 import subprocess
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from testbed.certs import issue, make_ca, openssl
 from testbed.ports import free_port
+from testbed.processes import stop_process
 
 SERVICE_CIDR = "10.96.0.0/16"
 # Controllers a process-kubelet cluster can serve (no cloud, no node IPAM, no volumes).
@@ -94,6 +94,15 @@ class ControlPlane:
     def pids(self) -> dict[str, int]:
         return {name: process.pid for name, process in self.processes.items()}
 
+    def admin_kubeconfig(self, server: str) -> str:
+        """A kubeconfig for `server` (this API server, or another one on the same etcd)
+        with the admin client certificate."""
+        admin = {
+            "client-certificate": str(self.work_dir / "admin.crt"),
+            "client-key": str(self.work_dir / "admin.key"),
+        }
+        return kubeconfig_text(server, self.ca_file, admin)
+
     def _spawn(self, name: str, command: list[str]) -> None:
         self.commands[name] = command
         with open(self.work_dir / f"{name}.log", "ab") as log:
@@ -164,13 +173,7 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        self.kubeconfig.write_text(
-            kubeconfig_text(
-                self.server,
-                self.ca_file,
-                {"client-certificate": str(wd / "admin.crt"), "client-key": str(wd / "admin.key")},
-            )
-        )
+        self.kubeconfig.write_text(self.admin_kubeconfig(self.server))
         self._wait_ready(timeout)
         self.controller_manager_port = free_port()
         self._spawn(
@@ -256,14 +259,7 @@ class ControlPlane:
         raise TimeoutError(f"{what} not ready after {timeout}s: {last}")
 
     def _stop_one(self, name: str) -> None:
-        process = self.processes.pop(name)
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(self.processes.pop(name), timeout=15)
 
     def stop(self, remove: bool = True) -> None:
         """Stop in reverse order by PID: controllers, API server, etcd."""

@@ -232,6 +232,16 @@ class Container:
         return self.process is not None and self.process.poll() is None
 
 
+def sigterm_and_wait(containers: list[Container], grace: float) -> None:
+    """SIGTERM each running container's process; wait up to `grace` for all to exit."""
+    for container in containers:
+        if container.running and container.process is not None:
+            container.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(c.running for c in containers):
+        time.sleep(0.1)
+
+
 @dataclass
 class PodRunner:
     """Runs one pod's containers until the pod is deleted or done."""
@@ -339,26 +349,23 @@ class PodRunner:
         for spec in self.pod["spec"]["containers"]:
             entrypoint = mapping.get(image_key(spec.get("image", "")))
             if init:  # held, not run out of order: init containers are not implemented
-                self.containers.append(
-                    Container(
-                        spec,
-                        None,
-                        "InitContainersNotInTestbed",
-                        f"the process-kubelet does not run init containers ({', '.join(init)})",
-                    )
+                container = Container(
+                    spec,
+                    None,
+                    "InitContainersNotInTestbed",
+                    f"the process-kubelet does not run init containers ({', '.join(init)})",
                 )
             elif entrypoint is None:
-                self.containers.append(
-                    Container(
-                        spec,
-                        None,
-                        "ImageNotInTestbed",
-                        f"image {spec.get('image')!r} is not one of the test bed's images "
-                        f"({', '.join(sorted(mapping))}); set TESTBED_IMAGE_MAP to add it",
-                    )
+                container = Container(
+                    spec,
+                    None,
+                    "ImageNotInTestbed",
+                    f"image {spec.get('image')!r} is not one of the test bed's images "
+                    f"({', '.join(sorted(mapping))}); set TESTBED_IMAGE_MAP to add it",
                 )
-                continue
-            self.containers.append(Container(spec, list(entrypoint)))
+            else:
+                container = Container(spec, list(entrypoint))
+            self.containers.append(container)
 
     # ------------------------------------------------------------ processes
 
@@ -580,12 +587,7 @@ class PodRunner:
         grace = meta.get("deletionGracePeriodSeconds")
         if grace is None:
             grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
-        for container in self.containers:
-            if container.running and container.process is not None:
-                container.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + float(grace)
-        while time.monotonic() < deadline and any(c.running for c in self.containers):
-            time.sleep(0.1)
+        sigterm_and_wait(self.containers, float(grace))
         self.kill_all()
         for container in self.containers:
             self.reap(container)
@@ -906,13 +908,7 @@ class ProcessKubelet:
         for runner in runners:
             if runner.thread is not None:
                 runner.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        for runner in runners:
-            for container in runner.containers:
-                if container.running and container.process is not None:
-                    container.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(c.running for r in runners for c in r.containers):
-            time.sleep(0.1)
+        sigterm_and_wait([c for runner in runners for c in runner.containers], grace)
         for runner in runners:
             runner.kill_all()
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import kubernetes
 
 from testbed.build import build
-from testbed.cluster import Cluster, local_cluster, stop_pid
+from testbed.cluster import Cluster, local_cluster
+from testbed.processes import stop_pid
 
 IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
 

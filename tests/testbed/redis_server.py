@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -14,6 +13,7 @@ import redis
 
 from testbed.certs import LOOPBACK_SAN, issue, make_ca
 from testbed.ports import free_port
+from testbed.processes import stop_process
 
 
 @dataclass
@@ -113,16 +113,9 @@ class RedisServer:
         raise TimeoutError(f"redis-server on port {self.port} did not answer in {timeout}s")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        if self.process is not None:
+            stop_process(self.process, timeout=10)
+            self.process = None
 
     def cleanup(self) -> None:
         self.stop()

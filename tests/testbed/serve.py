@@ -27,36 +27,18 @@ import kubernetes
 from testbed.build import build
 from testbed.controlplane import ControlPlane
 from testbed.kubelet import NODE_NAME
-
-TESTS = Path(__file__).resolve().parents[1]
+from testbed.processes import start_module, stop_process
 
 
 def start_kubelet(kubeconfig: Path, state: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])),
-    }
-    with open(state / "kubelet.log", "ab") as log:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "testbed.kubelet",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--state-dir",
-                str(state),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    return start_module(
+        "testbed.kubelet",
+        ["--kubeconfig", str(kubeconfig), "--state-dir", str(state)],
+        state / "kubelet.log",
+    )
 
 
-def node_ready(kubeconfig: Path) -> bool:
-    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
+def node_ready(core: kubernetes.client.CoreV1Api) -> bool:
     try:
         node = core.read_node(NODE_NAME)
     except kubernetes.client.ApiException:
@@ -65,23 +47,14 @@ def node_ready(kubeconfig: Path) -> bool:
 
 
 def wait_node_ready(kubeconfig: Path, kubelet: subprocess.Popen[bytes], timeout: float) -> None:
+    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
     deadline = time.monotonic() + timeout
-    while not node_ready(kubeconfig):
+    while not node_ready(core):
         if kubelet.poll() is not None:
             raise RuntimeError(f"the process-kubelet exited with {kubelet.returncode}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"node {NODE_NAME} not Ready after {timeout}s")
         time.sleep(0.1)
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def serve(state: Path) -> int:

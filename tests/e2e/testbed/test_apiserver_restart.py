@@ -14,9 +14,9 @@ import kubernetes
 import pytest
 from e2e_helpers import WORKER_IMAGE, wait_for
 from private_cluster import PrivateCluster, answers, private_cluster, second_api_server
-from testbed.cluster import Cluster, exited
+from testbed.cluster import Cluster
 from testbed.kubelet import NODE_NAME
-from testbed.serve import stop_process
+from testbed.processes import exited, stop_process
 
 pytestmark = pytest.mark.e2e
 

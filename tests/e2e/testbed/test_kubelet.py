@@ -51,6 +51,16 @@ def container_status(kube: Kubectl, pod: str) -> dict[str, Any]:
     return statuses[0]
 
 
+def wait_waiting(kube: Kubectl, pod: str) -> dict[str, Any]:
+    """The first container's `waiting` state, once it has one."""
+    return wait_for(
+        lambda: container_status(kube, pod).get("state", {}).get("waiting"),
+        20,
+        0.2,
+        "a waiting state",
+    )
+
+
 def phase_is(kube: Kubectl, pod: str, phase: str) -> bool:
     return status(kube, pod).get("phase") == phase
 
@@ -161,12 +171,7 @@ def test_missing_secret_waits_then_starts_once_it_exists(cluster: Cluster, kube:
         },
     )
     kube.apply(pod)
-    waiting = wait_for(
-        lambda: container_status(kube, "patient").get("state", {}).get("waiting"),
-        20,
-        0.2,
-        "a waiting state",
-    )
+    waiting = wait_waiting(kube, "patient")
     assert waiting["reason"] == "CreateContainerConfigError", waiting
     assert "late" in waiting["message"]
     assert status(kube, "patient")["phase"] == "Pending"
@@ -352,11 +357,6 @@ def test_pod_with_init_containers_is_held_pending_with_a_reason(kube: Kubectl) -
         {"name": "setup", "image": WORKER_IMAGE, "command": ["python", "-c", "print('init')"]}
     ]
     kube.apply(pod)
-    waiting = wait_for(
-        lambda: container_status(kube, "with-init").get("state", {}).get("waiting"),
-        20,
-        0.2,
-        "a waiting state",
-    )
+    waiting = wait_waiting(kube, "with-init")
     assert waiting["reason"] == "InitContainersNotInTestbed" and "setup" in waiting["message"]
     assert status(kube, "with-init")["phase"] == "Pending"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 from e2e_helpers import WORKER_IMAGE, Kubectl, wait_for
 from testbed.cluster import Cluster
+from testbed.processes import exited
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[3]
@@ -64,13 +64,8 @@ def pods(kube: Kubectl, selector: str = "app=workers") -> list[dict[str, Any]]:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is not alive: its parent (the kubelet) reaps it.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
+    """Running: a zombie is not alive (its parent, the kubelet, reaps it)."""
+    return not exited(pid)
 
 
 def test_node_is_ready(cluster: Cluster) -> None:
