@@ -351,7 +351,9 @@ def test_new_pod_starts_fast(cluster: Cluster, kube: Kubectl) -> None:
     assert latency < 10
 
 
-def test_pod_with_init_containers_is_held_pending_with_a_reason(kube: Kubectl) -> None:
+def test_pod_with_init_containers_is_held_pending_with_a_reason(
+    cluster: Cluster, kube: Kubectl
+) -> None:
     pod = python_pod("with-init", "print('main')")
     pod["spec"]["initContainers"] = [
         {"name": "setup", "image": WORKER_IMAGE, "command": ["python", "-c", "print('init')"]}
@@ -360,3 +362,8 @@ def test_pod_with_init_containers_is_held_pending_with_a_reason(kube: Kubectl) -
     waiting = wait_waiting(kube, "with-init")
     assert waiting["reason"] == "InitContainersNotInTestbed" and "setup" in waiting["message"]
     assert status(kube, "with-init")["phase"] == "Pending"
+    # Held means not run at all: no container process was ever started for it.
+    time.sleep(1)
+    pod_dir = cluster.pod_dir(kube.namespace, "with-init")
+    if pod_dir is not None:
+        assert not list(pod_dir.glob("*.pid")), "a container of a held pod was started"
