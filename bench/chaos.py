@@ -3,6 +3,7 @@ busy workers are SIGKILLed, worker pods deleted, the operator restarted twice an
 (AOF, appendfsync everysec) restarted once. Every job id is accounted for at the end.
 
     .venv/bin/python bench/chaos.py [--jobs 10000] [--baseline-jobs N] [--fault-interval 5]
+    .venv/bin/python bench/chaos.py --kubeconfig ~/.kube/config [--pod-redis-host ADDRESS]
     .venv/bin/python bench/chaos.py --kubeconfig ~/.kube/config --redis-url URL \\
         [--redis-restart-command 'kubectl -n redis delete pod redis-0']
 
@@ -13,9 +14,11 @@ deletion every `--fault-interval` seconds until 95% of the jobs left the queue, 
 operator restarted at 25% and 70%, Redis at 50%.
 
 Without --kubeconfig it starts its own test bed (control plane + process-kubelet) and
-Redis. With --kubeconfig the worker pods must reach --redis-url; kills are forced pod
-deletions (the kubelet SIGKILLs the container) and Redis is restarted only with
---redis-restart-command. The operator always runs here, as in the e2e tests.
+Redis. With --kubeconfig, kills are forced pod deletions (the kubelet SIGKILLs the
+container). Its own Redis then also listens where the pods reach this machine (found from
+the nodes' InternalIP, as in the e2e tests: right for kind; else --pod-redis-host); with
+--redis-url the pods must reach that one, restarted only with --redis-restart-command.
+The operator always runs here, as in the e2e tests.
 
 Exit code 1 when a job is lost (neither finished nor failed with a reason) or the
 duplicate executions exceed the kills (SIGKILLs + pod deletions).
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import subprocess
 import sys
 import threading
@@ -54,6 +58,7 @@ from chaos_driver import (  # noqa: E402
 )
 from e2e_helpers import Kubectl, OperatorProcess, install_crd  # noqa: E402
 from testbed.cluster import Cluster, open_cluster  # noqa: E402
+from testbed.pod_network import POD_HOST_ENV, detect_pod_redis_host  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
 
 
@@ -78,7 +83,7 @@ class Target:
             client.flushdb()  # the accounting reads job ids: a clean database per run
             return str(self.options.redis_url)
         self.server = aof_redis().start()
-        return self.server.url
+        return self.server.pod_url
 
     def client(self) -> redis.Redis:
         url = self.options.redis_url or (self.server and self.server.url)
@@ -197,9 +202,13 @@ def main() -> int:
     parser.add_argument("--kubeconfig", type=Path, default=None)
     parser.add_argument("--redis-url", default=None, help="with --kubeconfig: reachable by pods")
     parser.add_argument("--redis-restart-command", default=None)
+    parser.add_argument("--pod-redis-host", default=None, help="this machine, as pods reach it")
     options = parser.parse_args()
     if options.kubeconfig and not options.redis_url:
-        parser.error("--kubeconfig needs --redis-url (pods cannot reach a Redis on 127.0.0.1)")
+        host = options.pod_redis_host or detect_pod_redis_host(options.kubeconfig)
+        os.environ[POD_HOST_ENV] = host  # read by every RedisServer of this run
+    elif options.pod_redis_host:
+        os.environ[POD_HOST_ENV] = options.pod_redis_host
     baseline_jobs = options.jobs if options.baseline_jobs is None else options.baseline_jobs
 
     runs: list[Run] = []

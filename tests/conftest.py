@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from testbed.cluster import Cluster, open_cluster
+from testbed.pod_network import POD_HOST_ENV, detect_pod_redis_host
 from testbed.redis_server import RedisServer
 
 
@@ -19,6 +20,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run the e2e tests against this existing cluster (e.g. kind) instead of the test bed",
     )
+    parser.addoption(
+        "--pod-redis-host",
+        default=None,
+        help=(
+            "this machine's address as the cluster's pods reach it, for the Redis servers the "
+            f"tests start (also ${POD_HOST_ENV}); found from the nodes' InternalIP by default"
+        ),
+    )
+
+
+def given_kubeconfig(config: pytest.Config) -> Path | None:
+    given = config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
+    return Path(given) if given else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Every RedisServer of this run listens where the pods can reach it (see pod_network)."""
+    host = config.getoption("--pod-redis-host") or os.environ.get(POD_HOST_ENV)
+    kubeconfig = given_kubeconfig(config)
+    if host is None and kubeconfig is not None:
+        try:
+            host = detect_pod_redis_host(kubeconfig)
+        except Exception as error:  # the cluster tests will say it is unreachable
+            print(f"could not find the pods' address of this machine: {error}")
+    if host:
+        os.environ[POD_HOST_ENV] = host
 
 
 @pytest.fixture(scope="session")
@@ -45,8 +72,7 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     """The test bed (control plane + process-kubelet), or the cluster of --kubeconfig/KUBECONFIG."""
-    given = request.config.getoption("--kubeconfig") or os.environ.get("KUBECONFIG")
-    with open_cluster(Path(given) if given else None) as cluster:
+    with open_cluster(given_kubeconfig(request.config)) as cluster:
         yield cluster
 
 

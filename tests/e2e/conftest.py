@@ -33,5 +33,5 @@ def kube(cluster: Any, namespace: str) -> Kubectl:
 @pytest.fixture
 def redis_secret(kube: Kubectl, redis_server: RedisServer) -> str:
     """A Secret `redis-url` with the session Redis URL (flushed per test by redis_client)."""
-    make_secret(kube, "redis-url", redis_server.url)
+    make_secret(kube, "redis-url", redis_server.pod_url)
     return "redis-url"

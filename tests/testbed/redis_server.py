@@ -1,4 +1,7 @@
-"""A real redis-server (Debian's package) on a free loopback port, stopped by PID."""
+"""A real redis-server (Debian's package) on a free loopback port, stopped by PID.
+
+Also on the address pods reach this machine at, when that is not 127.0.0.1 (kind: see
+`testbed.pod_network`); the tests themselves always talk to 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -12,20 +15,24 @@ from pathlib import Path
 import redis
 
 from testbed.certs import LOOPBACK_SAN, issue, make_ca
+from testbed.pod_network import LOOPBACK, is_loopback, pod_redis_host
 from testbed.ports import free_port
 from testbed.processes import stop_process
 
 
 @dataclass
 class RedisTLS:
-    """A test CA, Redis's serving certificate (127.0.0.1) and a client certificate."""
+    """A test CA, Redis's serving certificate (127.0.0.1 and the pods' address of this
+    machine) and a client certificate."""
 
     directory: Path
     require_client_certificate: bool = True
+    pod_host: str = field(default_factory=pod_redis_host)
 
     def __post_init__(self) -> None:
         make_ca(self.directory, subject="/CN=taskqueue-redis-test-ca")
-        issue(self.directory, "redis", "/CN=redis", LOOPBACK_SAN)
+        names = LOOPBACK_SAN + ("" if self.pod_host == LOOPBACK else f",IP:{self.pod_host}")
+        issue(self.directory, "redis", "/CN=redis", names)
         issue(self.directory, "client", "/CN=taskqueue-client")
 
     def file(self, name: str) -> Path:
@@ -65,13 +72,23 @@ class RedisServer:
     password: str | None = None
     tls: RedisTLS | None = None
     """Serve TLS only (rediss://) on `port`, with the test CA's certificates."""
+    pod_host: str = field(default_factory=pod_redis_host)
+    """Where the cluster's pods reach this server (`pod_url`); the tests use `url`."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        return self._url(LOOPBACK)
+
+    @property
+    def pod_url(self) -> str:
+        """The URL for Secrets: what workers, CronJob pods and the operator connect to."""
+        return self._url(self.pod_host)
+
+    def _url(self, host: str) -> str:
         auth = f":{self.password}@" if self.password else ""
         scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{auth}127.0.0.1:{self.port}/0"
+        return f"{scheme}://{auth}{host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, **(self.tls.client_kwargs() if self.tls else {}))
@@ -86,13 +103,15 @@ class RedisServer:
             binary,
             *listen,
             "--bind",
-            "127.0.0.1",
+            *dict.fromkeys([LOOPBACK, self.pod_host]),
             "--dir",
             str(self.data_dir),
             "--save",
             "",
+            # Without a password, protected mode refuses every client but 127.0.0.1: pods
+            # on kind come from its bridge. Only the two addresses above listen.
             "--protected-mode",
-            "yes",
+            "yes" if is_loopback(self.pod_host) else "no",
             *(["--requirepass", self.password] if self.password else []),
             *self.extra_args,
         ]

@@ -33,7 +33,7 @@ def test_no_job_is_lost_under_chaos(cluster: Cluster, kube: Kubectl, operator_pr
         pytest.skip("kills worker processes through the process-kubelet")
     server = aof_redis().start()
     try:
-        queue = create_taskqueue(kube, server.url)
+        queue = create_taskqueue(kube, server.pod_url)
         client = server.client()
         ids = enqueue_jobs(client, queue, JOBS)
         time.sleep(1.5)  # appendfsync everysec: the enqueues are on disk before Redis restarts

@@ -120,7 +120,7 @@ def test_install_test_upgrade_uninstall(
     assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"
     server = RedisServer().start()
     try:
-        make_secret(kube, "redis-url", server.url)
+        make_secret(kube, "redis-url", server.pod_url)
         kube.apply(taskqueue_manifest("viahelm", replicas=0))
         wait_for(lambda: kube.get("deployment", "viahelm-workers"), 30, message="children")
         wait_for(

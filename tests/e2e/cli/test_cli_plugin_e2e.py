@@ -34,7 +34,7 @@ def secret_redis(kube: Kubectl) -> Iterator[RedisServer]:
     """A Redis with a password, its URL in the Secret `redis-url` and nowhere else."""
     server = RedisServer(password=PASSWORD).start()
     try:
-        make_secret(kube, "redis-url", server.url)
+        make_secret(kube, "redis-url", server.pod_url)
         yield server
     finally:
         server.cleanup()

@@ -117,7 +117,7 @@ def test_operator_survives_control_plane_restarts_and_converges_after_a_relist(
     install_crd(cluster)
     cluster.create_namespace(NAMESPACE)
     kube = Kubectl(cluster, NAMESPACE)
-    make_secret(kube, "redis-url", redis_server.url)
+    make_secret(kube, "redis-url", redis_server.pod_url)
     operator = OperatorProcess(own.control_plane.kubeconfig)
     operator.start()
     try:

@@ -158,7 +158,7 @@ def test_cronjob_run_by_hand_enqueues_once_and_a_worker_runs_it(
 def test_redis_outage_is_a_condition_and_recovers(kube: Kubectl, operator_process: Any) -> None:
     server = RedisServer().start()
     try:
-        make_secret(kube, "own-redis", server.url)
+        make_secret(kube, "own-redis", server.pod_url)
         spec = {"redis": {"urlFrom": {"secretKeyRef": {"name": "own-redis", "key": "url"}}}}
         kube.apply(taskqueue_manifest("outage", queues=unique_queues(kube), replicas=1, **spec))
 

@@ -218,7 +218,7 @@ def test_redis_outage_holds_replicas_and_recovers(
     # empty Redis would rightly scale the workers away).
     server = RedisServer(extra_args=["--appendonly", "yes"]).start()
     try:
-        make_secret(kube, "own-redis", server.url)
+        make_secret(kube, "own-redis", server.pod_url)
         queue = queue_of(kube)
         manifest = taskqueue_manifest(
             "hold",

@@ -64,7 +64,7 @@ def test_workers_schedules_operator_and_plugin_over_tls(
     tls_secrets: None,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    make_secret(kube, "redis-url", tls_redis.url)
+    make_secret(kube, "redis-url", tls_redis.pod_url)
     queue_name = f"tls-{kube.namespace[-8:]}"
     schedule = {"name": "tick", "schedule": "@hourly", "function": NOOP, "queue": queue_name}
     redis = {"urlFrom": {"secretKeyRef": {"name": "redis-url", "key": "url"}}, "tls": TLS_SPEC}
@@ -124,8 +124,8 @@ def test_tls_and_url_mistakes_are_conditions_with_reasons(
 ) -> None:
     other_ca = RedisTLS(tmp_path / "other")  # did not sign Redis's certificate
     secret(kube, "wrong-ca", {"ca.crt": other_ca.pem("ca.crt")})
-    make_secret(kube, "tls-url", tls_redis.url)
-    make_secret(kube, "plain-url", tls_redis.url.replace("rediss://", "redis://"))
+    make_secret(kube, "tls-url", tls_redis.pod_url)
+    make_secret(kube, "plain-url", tls_redis.pod_url.replace("rediss://", "redis://"))
     make_secret(kube, "bad-url", "redis://127.0.0.1:not-a-port/0")
     cases = {
         # Redis's certificate is not signed by the CA we were told to trust.

@@ -17,8 +17,8 @@ PASSWORD = "planted-Pa55word-7f3a"
 def test_password_never_leaks(cluster: Cluster, kube: Kubectl, operator_process: Any) -> None:
     server = RedisServer(password=PASSWORD).start()
     try:
-        url = f"redis://:{PASSWORD}@127.0.0.1:{server.port}/0"
-        make_secret(kube, "redis-url", url)
+        assert f":{PASSWORD}@" in server.pod_url
+        make_secret(kube, "redis-url", server.pod_url)
         schedule = {
             "name": "tick",
             "schedule": "@hourly",
@@ -35,7 +35,8 @@ def test_password_never_leaks(cluster: Cluster, kube: Kubectl, operator_process:
         )
         wait_for(lambda: kube.list("pods", "taskqueue.dev/taskqueue=secret"), 30, message="pods")
         # Now a wrong password: a condition with a reason, still no password in sight.
-        make_secret(kube, "redis-url", f"redis://:wrong-{PASSWORD}@127.0.0.1:{server.port}/0")
+        wrong = server.pod_url.replace(f":{PASSWORD}@", f":wrong-{PASSWORD}@")
+        make_secret(kube, "redis-url", wrong)
         wait_for(
             lambda: (
                 (condition(kube.get("taskqueue", "secret"), "RedisReachable") or {}).get("status")
