@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from e2e_helpers import WORKER_IMAGE, Kubectl, wait_for
+from rq import Worker
 from testbed.cluster import Cluster
 from testbed.processes import exited
 
@@ -79,8 +81,14 @@ def test_node_is_ready(cluster: Cluster) -> None:
     assert ready
 
 
+def registered(client: redis.Redis, pods: list[str]) -> bool:
+    """Every pod's RQ worker is in Redis (past start-up, where a SIGTERM exits at once)."""
+    names = [worker.name for worker in Worker.all(connection=client)]
+    return all(any(name.startswith(f"{pod}-") for name in names) for pod in pods)
+
+
 def test_deployment_runs_processes_and_scale_down_honours_deletion_cost(
-    cluster: Cluster, kube: Kubectl, redis_secret: str
+    cluster: Cluster, kube: Kubectl, redis_secret: str, redis_client: redis.Redis
 ) -> None:
     needs_testbed(cluster)
     kube.apply(worker_deployment(3))
@@ -101,6 +109,10 @@ def test_deployment_runs_processes_and_scale_down_honours_deletion_cost(
         "3 pods Running and Ready",
     )
     running = pods(kube)
+    names = [pod["metadata"]["name"] for pod in running]
+    # Ready on the test bed means "process alive": wait for the workers themselves, so the
+    # scale-down below meets running workers (a warm shutdown), not ones still starting.
+    wait_for(lambda: registered(redis_client, names), 30, 0.2, "3 workers registered")
     pids = {}
     for pod in running:
         name = pod["metadata"]["name"]
