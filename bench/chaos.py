@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import subprocess
 import sys
 import threading
@@ -58,7 +57,7 @@ from chaos_driver import (  # noqa: E402
 )
 from e2e_helpers import Kubectl, OperatorProcess, install_crd  # noqa: E402
 from testbed.cluster import Cluster, open_cluster  # noqa: E402
-from testbed.pod_network import POD_HOST_ENV, detect_pod_redis_host  # noqa: E402
+from testbed.pod_network import use_pod_redis_host  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
 
 
@@ -204,11 +203,8 @@ def main() -> int:
     parser.add_argument("--redis-restart-command", default=None)
     parser.add_argument("--pod-redis-host", default=None, help="this machine, as pods reach it")
     options = parser.parse_args()
-    if options.kubeconfig and not options.redis_url:
-        host = options.pod_redis_host or detect_pod_redis_host(options.kubeconfig)
-        os.environ[POD_HOST_ENV] = host  # read by every RedisServer of this run
-    elif options.pod_redis_host:
-        os.environ[POD_HOST_ENV] = options.pod_redis_host
+    if not options.redis_url:
+        use_pod_redis_host(options.pod_redis_host, options.kubeconfig)
     baseline_jobs = options.jobs if options.baseline_jobs is None else options.baseline_jobs
 
     runs: list[Run] = []

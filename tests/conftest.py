@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 from testbed.cluster import Cluster, open_cluster
-from testbed.pod_network import POD_HOST_ENV, detect_pod_redis_host
+from testbed.pod_network import POD_HOST_ENV, use_pod_redis_host
 from testbed.redis_server import RedisServer
 
 
@@ -37,15 +37,10 @@ def given_kubeconfig(config: pytest.Config) -> Path | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every RedisServer of this run listens where the pods can reach it (see pod_network)."""
-    host = config.getoption("--pod-redis-host") or os.environ.get(POD_HOST_ENV)
-    kubeconfig = given_kubeconfig(config)
-    if host is None and kubeconfig is not None:
-        try:
-            host = detect_pod_redis_host(kubeconfig)
-        except Exception as error:  # the cluster tests will say it is unreachable
-            print(f"could not find the pods' address of this machine: {error}")
-    if host:
-        os.environ[POD_HOST_ENV] = host
+    try:
+        use_pod_redis_host(config.getoption("--pod-redis-host"), given_kubeconfig(config))
+    except Exception as error:  # the cluster tests will say it is unreachable
+        print(f"could not find the pods' address of this machine: {error}")
 
 
 @pytest.fixture(scope="session")

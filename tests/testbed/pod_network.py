@@ -12,6 +12,8 @@ import os
 import socket
 from pathlib import Path
 
+import kubernetes
+
 POD_HOST_ENV = "TASKQUEUE_E2E_POD_REDIS_HOST"
 LOOPBACK = "127.0.0.1"
 
@@ -30,8 +32,6 @@ def source_address_towards(ip: str) -> str:
 
 
 def node_internal_ips(kubeconfig: Path) -> list[str]:
-    import kubernetes
-
     client = kubernetes.config.new_client_from_config(str(kubeconfig))
     try:
         nodes = kubernetes.client.CoreV1Api(client).list_node(_request_timeout=10).items
@@ -50,6 +50,16 @@ def detect_pod_redis_host(kubeconfig: Path) -> str:
     and the test bed; a remote cluster needs an explicit --pod-redis-host."""
     ips = node_internal_ips(kubeconfig)
     return source_address_towards(ips[0]) if ips else LOOPBACK
+
+
+def use_pod_redis_host(explicit: str | None, kubeconfig: Path | None) -> None:
+    """Set the pods' address for every RedisServer of this process: `explicit`, else the
+    environment's, else detected from `kubeconfig`'s nodes (none: the test bed, loopback)."""
+    host = explicit or os.environ.get(POD_HOST_ENV)
+    if host is None and kubeconfig is not None:
+        host = detect_pod_redis_host(kubeconfig)
+    if host:
+        os.environ[POD_HOST_ENV] = host
 
 
 def is_loopback(host: str) -> bool:
