@@ -49,6 +49,7 @@ class Heartbeat:
         self.interval = interval
         self.status = status
         self._stop = threading.Event()
+        self._file_lock = threading.Lock()  # a write and stop()'s removal never interleave
         self._thread: threading.Thread | None = None
 
     def beat(self) -> dict[str, Any]:
@@ -58,7 +59,9 @@ class Heartbeat:
                 payload.update(self.status())
             except Exception as exc:  # a probe signal must survive any status error
                 payload.update(ready=False, error=f"{type(exc).__name__}: {exc}")
-        write_atomically(self.path, payload)
+        with self._file_lock:
+            if not self._stop.is_set():  # a beat that outlived stop() writes nothing
+                write_atomically(self.path, payload)
         return payload
 
     def _run(self) -> None:
@@ -76,12 +79,14 @@ class Heartbeat:
         return self
 
     def stop(self, remove: bool = True) -> None:
+        """Stop beating (and remove the file). Does not wait for a beat whose status call
+        is stuck on a Redis that does not answer: that beat will not write any more, and
+        the thread is a daemon."""
         self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.interval + 5)
-        if remove:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        with self._file_lock:
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
 
 
 def probe(

@@ -6,8 +6,12 @@ Imported only after the environment has been validated (rq reads
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import mmap
+import os
+import signal
 import sys
 import threading
 import time
@@ -17,9 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import SimpleWorker, Worker
+from rq.connections import parse_connection
 from rq.exceptions import StopRequested
 from rq.job import Job
+from rq.utils import utcformat
 
 from taskqueue_worker import config
 from taskqueue_worker.health import Heartbeat
@@ -34,6 +42,21 @@ EXIT_PRELOAD = 3
 EXIT_REDIS_UNREACHABLE = 4
 REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REDIS_RETRY_SECONDS = 0.5
+
+# Bounded shutdown. rq gives the worker's connection a socket timeout of 415 s (its 405 s
+# BLPOP plus 10 s, so that an idle dequeue never times out), longer than a pod's grace
+# period (jobTimeout + 30 s): a Redis that stops answering while the worker stops would
+# keep the pod until SIGKILL. Once stopping, rq's remaining bookkeeping uses these bounds.
+SHUTDOWN_REDIS_TIMEOUT = 2.0
+"""Seconds one Redis command may take once the worker is stopping. Shutdown writes are a
+few tiny commands that a healthy Redis answers in milliseconds; 2 s still rides out a
+hiccup (a fork for BGSAVE), and the handful of them in a row stays far inside the 30 s a
+pod has after its job's timeout."""
+SCHEDULER_STOP_TIMEOUT = 3.0
+"""Seconds rq's scheduler process gets to exit after its SIGTERM before it is killed. It
+sees the request after its current 1 s sleep, then releases its locks in milliseconds: 3 s
+is three of its intervals. Killed, it leaves its locks to expire (61 s TTL), as a SIGKILL
+at the end of the grace period would."""
 
 
 class TaskqueueJob(Job):
@@ -70,12 +93,23 @@ class _TaskqueueWorkerMixin:
     outage (with kubelet back-off, minutes after Redis returns); so an idle worker waits
     for Redis instead and takes jobs again within a second of its return. An error
     during a job still ends the process: the operator then requeues that job at once.
+
+    A stopping worker never waits on Redis for long (see `bound_redis_calls`): from the
+    stop request on (in a fork worker; a simple worker runs the job in-process, so from
+    its job's end) and in the horse once its job's function has returned, rq's
+    bookkeeping gets `SHUTDOWN_REDIS_TIMEOUT` per command, its scheduler process
+    `SCHEDULER_STOP_TIMEOUT`; what cannot be written is logged and left to the operator's
+    recovery. The job's own Redis calls keep rq's timeout: a job is never cut short by us.
     """
 
     health: Heartbeat | None = None
     stop_requested_early: bool = False
     max_connection_wait_time = 1.0  # rq's dequeue back-off cap (default 60 s)
+    bound_redis_on_stop_request = True  # False where the job runs in this process
     _registration_lock = threading.Lock()
+    _stopping: _StopFlag | None = None
+    _redis_bounded = False
+    _redis_silent: BaseException | None = None  # Redis failed us after the last job's end
 
     def check_for_suspension(self, burst: bool) -> None:
         self._through_outages(super().check_for_suspension, burst)  # type: ignore[misc]
@@ -101,14 +135,17 @@ class _TaskqueueWorkerMixin:
         except REDIS_DOWN as error:  # the next loop turn waits for Redis
             log.warning("heartbeat skipped, Redis is away: %s", error)
 
-    def register_again_if_forgotten(self) -> None:
+    def register_again_if_forgotten(self, connection: redis.Redis | None = None) -> None:
         """A Redis that came back empty (no persistence) forgot this worker: register
         again so that the operator and `rq info` see it. Called by the heartbeat thread
-        too, because rq's blocking dequeue reconnects on its own and then waits minutes."""
+        too, because rq's blocking dequeue reconnects on its own and then waits minutes;
+        that thread passes its own client, whose short timeout keeps the beats (and so
+        the liveness probe) going when Redis stops answering."""
         with self._registration_lock:
             if self._stop_requested or self._shutdown_requested_date:  # type: ignore[attr-defined]
                 return  # tearing down: registering now would resurrect a dying worker
-            connection: redis.Redis = self.connection  # type: ignore[attr-defined]
+            if connection is None:
+                connection = self.connection  # type: ignore[attr-defined]
             if not connection.hexists(self.key, "birth"):  # type: ignore[attr-defined]
                 log.warning("Redis forgot this worker: registering again")
                 connection.delete(self.key)  # type: ignore[attr-defined]
@@ -138,6 +175,7 @@ class _TaskqueueWorkerMixin:
         raise StopRequested()
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        self._stopping = _StopFlag()  # before any work horse is forked
         super().bootstrap(*args, **kwargs)  # type: ignore[misc]
         if self.health is not None:
             # Registered in Redis from here on: only now may probes pass.
@@ -145,9 +183,159 @@ class _TaskqueueWorkerMixin:
         if self.stop_requested_early:
             self._stop_requested = True
 
+    # --- bounded shutdown -------------------------------------------------------------
+
+    def _bound_redis(self) -> None:
+        """From now on this process's rq bookkeeping waits at most SHUTDOWN_REDIS_TIMEOUT
+        per Redis command (see `bound_redis_calls`)."""
+        if not self._redis_bounded:
+            self._redis_bounded = True
+            bound_redis_calls(self.connection, SHUTDOWN_REDIS_TIMEOUT)  # type: ignore[attr-defined]
+
+    def _is_stopping(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """rq's SIGTERM/SIGINT handler (warm shutdown), after raising the stop flag (a
+        work horse checks it when its job ends) and bounding this process's Redis calls."""
+        if self._stopping is not None:
+            self._stopping.set()
+        if self.bound_redis_on_stop_request:
+            self._bound_redis()
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+    def set_shutdown_requested_date(self) -> None:
+        """Overrides rq's one-liner, which rq's signal handler calls while a job runs: an
+        error would be raised into the job monitor (or, in a simple worker, into the job
+        itself), and a Redis that does not answer would stall it for 415 s. A bounded
+        client writes the (informational) field instead, best effort."""
+        date = utcformat(self._shutdown_requested_date)  # type: ignore[attr-defined]
+        client = bounded_client(self.connection, SHUTDOWN_REDIS_TIMEOUT)  # type: ignore[attr-defined]
+        try:
+            client.hset(self.key, "shutdown_requested_date", date)  # type: ignore[attr-defined]
+        except REDIS_DOWN as error:
+            log.warning("could not record the shutdown request in Redis: %s", error)
+        finally:
+            client.connection_pool.disconnect()
+
+    def handle_execution_ended(self, job: Job, queue: Any, heartbeat_ttl: int) -> None:
+        """rq calls this right after the job's function returned or raised, in the process
+        that ran it (the horse of a fork worker). When the worker is stopping, what is left
+        is recording the outcome, bounded: a Redis that does not answer must not keep the
+        pod beyond the job's end. The job's own calls ran with rq's timeout."""
+        if self._redis_silent is not None:
+            # rq's failure path, after its success path found Redis silent: no second wait.
+            raise self._redis_silent
+        stopping = self._is_stopping()
+        if stopping:
+            log.info(
+                "job %s ended while the worker is stopping: recording its outcome "
+                "(at most %gs per Redis call)",
+                job.id,
+                SHUTDOWN_REDIS_TIMEOUT,
+            )
+            self._bound_redis()
+        try:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)  # type: ignore[misc]
+        except REDIS_DOWN as error:
+            if stopping:
+                self._redis_silent = error
+                log.warning(
+                    "%s during shutdown: the outcome of job %s is not recorded; the "
+                    "operator's recovery handles the job (%s)",
+                    _silence(error),
+                    job.id,
+                    error,
+                )
+            raise
+
+    def execute_job(self, job: Job, queue: Any) -> None:
+        """rq's, noting a Redis that failed the bookkeeping after the job while stopping:
+        the rest of the shutdown then does not wait for it again."""
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        except REDIS_DOWN as error:
+            if self._is_stopping():
+                self._redis_silent = error
+            raise
+
+    def maintain_heartbeats(self, job: Job, execution: Any) -> None:
+        """The fork worker's heartbeats while its horse runs. Normally an error ends the
+        worker (and the operator requeues the job); while stopping the job is left to
+        finish, so a Redis that does not answer only costs the heartbeat."""
+        try:
+            super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+        except REDIS_DOWN as error:
+            if not self._is_stopping():
+                raise
+            log.warning("job heartbeat skipped while stopping, Redis is away: %s", error)
+
+    def stop_scheduler(self) -> None:
+        """Overrides rq's, which SIGTERMs the scheduler process and then joins it without a
+        timeout: a scheduler blocked on a Redis that does not answer (its connection keeps
+        rq's 415 s socket timeout, copied before it forked) held the whole worker until
+        SIGKILL. Here it gets SCHEDULER_STOP_TIMEOUT, then it is killed. It is also only
+        signalled while alive (rq's would signal a reaped, possibly reused, PID)."""
+        scheduler = self.scheduler  # type: ignore[attr-defined]
+        process = scheduler._process if scheduler is not None else None
+        if process is None or process.pid is None or not process.is_alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(SCHEDULER_STOP_TIMEOUT)
+        if process.is_alive():
+            log.warning(
+                "rq's scheduler (PID %d) did not stop within %gs, Redis is not answering: "
+                "killing it; its locks expire on their own",
+                process.pid,
+                SCHEDULER_STOP_TIMEOUT,
+            )
+            process.kill()
+            process.join(SCHEDULER_STOP_TIMEOUT)
+
+    def register_death(self) -> None:
+        """rq's unregistration, given up on (with a log line) when Redis does not answer,
+        or not tried when it already failed the bookkeeping after the last job."""
+        try:
+            if self._redis_silent is None:
+                super().register_death()  # type: ignore[misc]
+                return
+        except REDIS_DOWN as error:
+            self._redis_silent = error
+        log.warning(
+            "%s during shutdown: exiting without unregistering; the operator's recovery "
+            "handles the stale worker entry (%s)",
+            _silence(self._redis_silent),
+            self._redis_silent,
+        )
+
+    def unsubscribe(self) -> None:
+        """Overrides rq's, which closes the pubsub connection after a 1 s join of its
+        thread even when that thread still waits for Redis to confirm the unsubscription:
+        the thread then crashed on the closed socket. Here a thread still waiting is left
+        alone (a daemon, it ends with the process), and a Redis that is away cannot turn
+        the warm shutdown into an error exit."""
+        thread = self.pubsub_thread  # type: ignore[attr-defined]
+        pubsub = self.pubsub  # type: ignore[attr-defined]
+        if not thread or pubsub is None:
+            return
+        log.info("unsubscribing from channel %s", self.pubsub_channel_name)  # type: ignore[attr-defined]
+        if self._redis_silent is None:  # else no confirmation will come: do not wait for it
+            try:
+                pubsub.unsubscribe()
+            except REDIS_DOWN as error:
+                log.warning("could not unsubscribe, Redis is away: %s", error)
+        thread.stop()
+        thread.join(timeout=1 if self._redis_silent is None else 0)
+        if not thread.is_alive():
+            pubsub.close()
+
     def teardown(self) -> None:
-        if not self.is_horse and self.health is not None:  # type: ignore[attr-defined]
-            self.health.stop(remove=True)
+        if not self.is_horse:  # type: ignore[attr-defined]
+            # Every way out (signal, --burst, --max-jobs, a loop error) ends here.
+            self._bound_redis()
+            if self.health is not None:
+                self.health.stop(remove=True)
         super().teardown()  # type: ignore[misc]
 
 
@@ -157,6 +345,50 @@ class TaskqueueForkWorker(_TaskqueueWorkerMixin, Worker):
 
 class TaskqueueSimpleWorker(_TaskqueueWorkerMixin, SimpleWorker):
     """In-process worker (rq.SimpleWorker)."""
+
+    # The job runs in this process: its own Redis calls keep rq's timeout until it ends
+    # (then `handle_execution_ended` bounds the rest).
+    bound_redis_on_stop_request = False
+
+
+def _silence(error: BaseException | None) -> str:
+    if isinstance(error, redis.exceptions.TimeoutError):
+        return f"Redis did not answer within {SHUTDOWN_REDIS_TIMEOUT:g}s"
+    return "Redis is unreachable"
+
+
+class _StopFlag:
+    """One byte shared with the work horses forked later: a fork worker's horse does not
+    get the pod's SIGTERM (its parent does) but must know about it when its job ends."""
+
+    def __init__(self) -> None:
+        self._byte = mmap.mmap(-1, 1)  # anonymous and MAP_SHARED: survives fork() shared
+
+    def set(self) -> None:
+        self._byte[0] = 1
+
+    def is_set(self) -> bool:
+        return self._byte[0] == 1
+
+
+def bounded_client(client: redis.Redis, timeout: float) -> redis.Redis:
+    """A new client with `client`'s settings whose commands fail after `timeout` s, tried
+    once (redis-py's own retries, when configured, would multiply the bound)."""
+    client_class, connection_class, kwargs = parse_connection(client)
+    kwargs.update(
+        socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+    pool = redis.ConnectionPool(connection_class=connection_class, **kwargs)
+    return client_class(connection_pool=pool)
+
+
+def bound_redis_calls(client: redis.Redis, timeout: float) -> None:
+    """Make every later command through `client` fail after `timeout` s instead of rq's
+    415 s: rq's worker, its queues and the jobs it fetched all share this client object, so
+    it gets a new pool with the same settings (rebuilt as rq rebuilds its scheduler's
+    connection). A command in flight finishes on the old pool: open sockets keep the
+    timeout they were made with, and no pool is reset under an interrupted command."""
+    client.connection_pool = bounded_client(client, timeout).connection_pool
 
 
 WORKER_CLASSES: dict[config.WorkerClass, type[Worker] | type[SimpleWorker]] = {
@@ -188,7 +420,7 @@ def _status_fn(url: str, worker: Any) -> Any:
     def status() -> dict[str, Any]:
         client.ping()
         if not worker.is_horse:
-            worker.register_again_if_forgotten()
+            worker.register_again_if_forgotten(client)
         return {"worker": worker.name, "hostname": worker.hostname, "state": worker._state}
 
     return status
