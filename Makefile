@@ -1,29 +1,41 @@
 # The developer's entry points. Everything runs from the project's .venv.
+# `make demo` and `make test` set up a fresh machine first (bootstrap): Debian packages
+# (tests/testbed/bootstrap.sh), the venv, the Go-built binaries, the base image and our
+# images; each step does nothing when its result is already there.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: venv binaries testbed-up testbed-down test unit lint crds demo bench bench-chaos
+.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node
 
-$(VENV)/.installed: pyproject.toml
+system:
+	tests/testbed/bootstrap.sh
+
+$(VENV)/.installed: pyproject.toml | system
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-venv: $(VENV)/.installed
+venv: system $(VENV)/.installed
 
 binaries: venv
 	PYTHONPATH=tests $(PY) -m testbed.build
 
-testbed-up: binaries
+# The test bed's images; with KUBECONFIG (kind...) you build and load them yourself (README).
+images: venv
+	$(if $(KUBECONFIG),@echo "KUBECONFIG is set: not building the test bed's images",PYTHONPATH=tests $(PY) -m testbed.images)
+
+bootstrap: system venv binaries images
+
+testbed-up: bootstrap
 	$(TESTBED) up
 
 testbed-down: venv
 	$(TESTBED) down
 
-test: binaries
+test: bootstrap
 	$(VENV)/bin/pytest
 
 unit: venv
@@ -35,7 +47,7 @@ lint: venv
 crds: venv
 	$(VENV)/bin/taskqueue-crd
 
-demo: binaries
+demo: bootstrap
 	$(PY) examples/demo.py $(if $(KEEP),--keep,)
 
 bench: venv
@@ -43,5 +55,9 @@ bench: venv
 
 # Issue 8's long chaos run (10,000 jobs + a 10,000-job baseline: ~10 min on 2 cores), not in `bench`.
 JOBS ?= 10000
-bench-chaos: binaries
+bench-chaos: bootstrap
 	$(PY) bench/chaos.py --jobs $(JOBS)
+
+# Real-node figures: pod start, cold start from zero replicas, scale-down, image builds.
+bench-node: bootstrap
+	PYTHONPATH=tests $(PY) bench/real_node.py

@@ -13,7 +13,7 @@ first in the same run (same test bed, same operator, a fresh Redis and namespace
 deletion every `--fault-interval` seconds until 95% of the jobs left the queue, the
 operator restarted at 25% and 70%, Redis at 50%.
 
-Without --kubeconfig it starts its own test bed (control plane + process-kubelet) and
+Without --kubeconfig it starts its own test bed (control plane + a real node) and
 Redis. With --kubeconfig, kills are forced pod deletions (the kubelet SIGKILLs the
 container). Its own Redis then also listens where the pods reach this machine (found from
 the nodes' InternalIP, as in the e2e tests: right for kind; else --pod-redis-host); with

@@ -1,11 +1,16 @@
-"""`make demo`: the whole story on a local control plane, live, in about two minutes.
+"""`make demo`: the whole story on a local cluster with a real node, live, in a few minutes.
 
-1. the test bed (control plane + process-kubelet) and a Redis,
-2. `helm install` of the operator chart (the operator runs as a pod),
-3. a TaskQueue with the seeds' workloads: a daily candle ingest schedule and backtests,
+1. the test bed (control plane + a containerd node running this run's images) and a Redis
+   on this machine, in front of which the demo puts a Service `redis`, so the manifests say
+   `redis://redis.demo.svc:6379/0` as users write them (same for the candles API),
+2. `helm install` of the operator chart (the operator runs as a pod from its image),
+3. a TaskQueue with the seed teams' workloads (a daily candle ingest schedule, backtests),
+   its Parquet data on a local PersistentVolume,
 4. the schedule triggered by hand (as users do), then a burst of backtest jobs,
-5. `kubectl get taskqueues` every second while workers scale up, drain and scale to zero,
-6. where the Parquet results are, then cleanup (or not, with KEEP=1).
+5. `kubectl get taskqueues` every second while worker pods scale up, drain and scale to
+   zero,
+6. where the Parquet results are, then cleanup (or not, with KEEP=1). Ctrl-C or SIGTERM
+   also cleans up.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import argparse
 import base64
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,7 +74,78 @@ class Tools:
         return self.run(self.helm_bin, *args)
 
 
-def taskqueue(data_root: Path, results: Path, candles_url: str) -> dict[str, Any]:
+def host_service(
+    name: str, address: str, port: int, service_port: int | None = None
+) -> list[dict[str, Any]]:
+    """A Service without selector and its EndpointSlice: `name.demo.svc:service_port` -> a
+    server on this machine at `address:port` (the host end of the node's veth)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {"ports": [{"port": service_port or port, "targetPort": port}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-host",
+                "namespace": NAMESPACE,
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address]}],
+            "ports": [{"port": port}],
+        },
+    ]
+
+
+def data_volume(path: Path) -> list[dict[str, Any]]:
+    """A local PersistentVolume on the node (this machine's `path`) and its claim."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "demo-data"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "local",
+                "claimRef": {"namespace": NAMESPACE, "name": "backtest-data"},
+                "local": {"path": str(path)},
+                "nodeAffinity": {
+                    "required": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/hostname",
+                                        "operator": "In",
+                                        "values": ["testbed-node"],
+                                    }
+                                ]
+                            }
+                        ]
+                    }
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "backtest-data", "namespace": NAMESPACE},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "local",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+
+
+def taskqueue(candles_url: str) -> dict[str, Any]:
     return {
         "apiVersion": "taskqueue.dev/v1alpha1",
         "kind": "TaskQueue",
@@ -80,10 +158,14 @@ def taskqueue(data_root: Path, results: Path, candles_url: str) -> dict[str, Any
                 "jobTimeout": "120s",
                 "workerClass": "simple",
                 "env": [
-                    {"name": "TASKQUEUE_DATA_ROOT", "value": str(data_root)},
-                    {"name": "TASKQUEUE_RESULT_URI", "value": str(results)},
+                    {"name": "TASKQUEUE_DATA_ROOT", "value": "/data/candles"},
+                    {"name": "TASKQUEUE_RESULT_URI", "value": "/data/results"},
                     {"name": "UPBIT_BASE_URL", "value": candles_url},
                 ],
+                "volumes": [
+                    {"name": "data", "persistentVolumeClaim": {"claimName": "backtest-data"}}
+                ],
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
             },
             "scaling": {
                 "minReplicas": 0,
@@ -132,28 +214,37 @@ def main(argv: list[str] | None = None) -> int:
         help="leave the cluster, Redis and the operator running",
     )
     options = parser.parse_args(argv)
+    # SIGTERM cleans up as Ctrl-C does (the finally below).
+    signal.signal(signal.SIGTERM, lambda signum, _: (_ for _ in ()).throw(KeyboardInterrupt()))
     tools = Tools()
     work = Path(tempfile.mkdtemp(prefix="taskqueue-demo-"))
-    data_root, results = work / "candles", work / "results"
+    data = work / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the workers run as uid 10001
+    data_root, results = data / "candles", data / "results"
 
-    say("Starting the test bed (control plane + process-kubelet)")
-    subprocess.run(["make", "-C", str(ROOT), "testbed-up"], check=True)
-    redis_server = RedisServer(data_dir=work / "redis").start()
+    say("Starting the test bed (control plane + a containerd node with this run's images)")
+    subprocess.run(["make", "-s", "-C", str(ROOT), "testbed-up"], check=True)
+    host = json.loads((TESTBED / "network.json").read_text())["host_ip"]
+    redis_server = RedisServer(data_dir=work / "redis", pod_host=host).start()
     candles_port = free_port()
-    candles = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "taskqueue_worker.examples.candle_server",
-            "--port",
-            str(candles_port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    candles: subprocess.Popen[bytes] | None = None
     try:
-        candles_url = f"http://127.0.0.1:{candles_port}"
-        print(f"   Redis {redis_server.url}, candles API {candles_url}")
+        candles = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "taskqueue_worker.examples.candle_server",
+                "--host",
+                host,
+                "--port",
+                str(candles_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        candles_url = f"http://candles.{NAMESPACE}.svc:{candles_port}"
+        print(f"   Redis on {host}:{redis_server.port}, candles API on {host}:{candles_port}")
 
         say("helm install the operator chart (the operator runs as a pod)")
         tools.helm(
@@ -164,12 +255,6 @@ def main(argv: list[str] | None = None) -> int:
             "--namespace",
             OPERATOR_NAMESPACE,
             "--create-namespace",
-            "--set",
-            f"health.port={free_port()}",
-            "--set",
-            f"metrics.port={free_port()}",
-            "--set",
-            f"dashboard.port={free_port()}",
             "--wait",
             "--timeout",
             "120s",
@@ -178,16 +263,23 @@ def main(argv: list[str] | None = None) -> int:
 
         say("A TaskQueue: workers on 3 queues, autoscaling 0..4, a daily ingest schedule")
         tools.kubectl("create", "namespace", NAMESPACE, check=False)
+        url = f"redis://redis.{NAMESPACE}.svc:6379/0"
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "redis-url", "namespace": NAMESPACE},
-            "data": {"url": base64.b64encode(redis_server.url.encode()).decode()},
+            "data": {"url": base64.b64encode(url.encode()).decode()},
         }
-        tools.kubectl("apply", "-f", "-", input=json.dumps(secret))
-        tools.kubectl(
-            "apply", "-f", "-", input=json.dumps(taskqueue(data_root, results, candles_url))
-        )
+        objects = [
+            *host_service("redis", host, redis_server.port, service_port=6379),
+            *host_service("candles", host, candles_port),
+            *data_volume(data),
+            secret,
+        ]
+        listing = {"apiVersion": "v1", "kind": "List", "items": objects}
+        tools.kubectl("apply", "-f", "-", input=json.dumps(listing))
+        print(f"   Secret redis-url: {url}; PersistentVolume demo-data at {data}")
+        tools.kubectl("apply", "-f", "-", input=json.dumps(taskqueue(candles_url)))
         client = redis.Redis.from_url(redis_server.url)
         watch_table(
             tools,
@@ -277,17 +369,24 @@ def main(argv: list[str] | None = None) -> int:
         )
         if failed:
             return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: cleaning up")
+        return 130
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop cleanup
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if candles is not None:
+            candles.terminate()
+            candles.wait(timeout=10)
         if not options.keep:
             say("Cleaning up")
             tools.helm_bin.exists() and tools.run(
                 tools.helm_bin, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, check=False
             )
-            candles.terminate()
             redis_server.cleanup()
-            subprocess.run(["make", "-C", str(ROOT), "testbed-down"], check=False)
+            subprocess.run(["make", "-s", "-C", str(ROOT), "testbed-down"], check=False)
+            shutil.rmtree(work, ignore_errors=True)
         else:
-            candles.terminate()
             pid = redis_server.process.pid if redis_server.process else "?"
             print(
                 f"\nKEEP=1: the cluster stays up. export KUBECONFIG={tools.kubeconfig}; "

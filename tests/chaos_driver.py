@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import kubernetes
 import redis
 from e2e_helpers import Kubectl, make_secret, taskqueue_manifest, wait_for
 from rq import Queue
@@ -103,9 +104,9 @@ def enqueue_jobs(client: redis.Redis, queue: str, count: int) -> list[str]:
 class Chaos:
     """Runs a fault schedule and counts what it did.
 
-    On the test bed a kill is a SIGKILL of the worker process (found through the
-    process-kubelet's PID file); on another cluster it is a forced pod deletion, which
-    makes the kubelet SIGKILL the container.
+    On the test bed a kill is a SIGKILL of the worker container's process (its host PID from
+    containerd); on another cluster it is a forced pod deletion, which makes the kubelet
+    SIGKILL the container.
     """
 
     def __init__(
@@ -151,16 +152,17 @@ class Chaos:
         if not pods:
             return
         pod = self.random.choice(pods)
-        pod_dir = self.cluster.pod_dir(self.kube.namespace, pod)
-        if pod_dir is None:
+        if self.cluster.state_dir is None:
             forced = ("delete", "pod", pod, "--grace-period=0", "--force", "--wait=false")
             if self.kube.run(*forced, check=False).returncode == 0:
                 self.done[KILL] += 1
             return
         try:
-            os.kill(int((pod_dir / "worker.pid").read_text()), signal.SIGKILL)
-            self.done[KILL] += 1
-        except (OSError, ValueError):
+            pid = self.cluster.container_pid(self.kube.namespace, pod, "worker")
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                self.done[KILL] += 1
+        except (OSError, ValueError, kubernetes.client.ApiException):
             pass
 
     def delete_pod(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,8 +36,15 @@ def given_kubeconfig(config: pytest.Config) -> Path | None:
     return Path(given) if given else None
 
 
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM ends the run as Ctrl-C does, so every fixture's teardown runs (the test bed
+    also stops by itself when this process is gone, however it ended)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Every RedisServer of this run listens where the pods can reach it (see pod_network)."""
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         use_pod_redis_host(config.getoption("--pod-redis-host"), given_kubeconfig(config))
     except Exception as error:  # the cluster tests will say it is unreachable
@@ -66,8 +74,12 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """The test bed (control plane + process-kubelet), or the cluster of --kubeconfig/KUBECONFIG."""
+    """The test bed (control plane + a real node), or the cluster of --kubeconfig/KUBECONFIG.
+    On the test bed, pods reach this machine at the host end of the node's veth: every
+    RedisServer started from now on also listens there."""
     with open_cluster(given_kubeconfig(request.config)) as cluster:
+        if host := cluster.addresses.get("host_ip"):
+            os.environ[POD_HOST_ENV] = host
         yield cluster
 
 

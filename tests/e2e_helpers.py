@@ -155,3 +155,31 @@ class OperatorProcess:
 
     def read_text(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+INSIDE_PROBE = """
+import os
+print('uid', os.getuid(), 'gid', os.getgid())
+print([l for l in open('/proc/self/status') if l.startswith('CapEff')][0].strip())
+for path in ('/probe', '/opt/venv/probe', '/tmp/probe'):
+    try:
+        open(path, 'w').write('x')
+        print('writable', path)
+    except OSError as error:
+        print('refused', path, error.strerror)
+"""
+
+
+def seen_from_inside(kube: Kubectl, pod: str, container: str) -> str:
+    """`kubectl exec` into a running container: its uid, effective capabilities, and which
+    of / (root), /opt/venv and /tmp it can write."""
+    return kube.run("exec", pod, "-c", container, "--", "python", "-c", INSIDE_PROBE).stdout
+
+
+def assert_restricted_inside(seen: str) -> None:
+    """What the restricted security context must look like from inside the container."""
+    assert "uid 10001" in seen, seen
+    assert "CapEff:\t0000000000000000" in seen, seen
+    assert "refused /probe Read-only file system" in seen, seen
+    assert "refused /opt/venv/probe Read-only file system" in seen, seen
+    assert "writable /tmp/probe" in seen, seen  # the emptyDir

@@ -1,5 +1,5 @@
-"""A control plane and a process-kubelet of one test only, for tests that stop or restart
-the API server: the session's cluster must not go away under the other tests."""
+"""A cluster of one test only, for tests that stop or restart the API server: the
+session's cluster must not go away under the other tests."""
 
 from __future__ import annotations
 
@@ -11,64 +11,57 @@ from pathlib import Path
 import kubernetes
 import pytest
 from e2e_helpers import wait_for
-from testbed.build import build
 from testbed.cluster import Cluster
 from testbed.controlplane import ControlPlane
 from testbed.ports import free_port
-from testbed.processes import stop_process
-from testbed.serve import start_kubelet, wait_node_ready
+from testbed.serve import TestBed
 
 
 class PrivateCluster:
-    """etcd, kube-apiserver, kube-controller-manager and a process-kubelet under `root`
-    (the kubelet's state, e.g. `pods/`, is `root` itself)."""
+    """A whole test bed of one test (network namespace, control plane, real node) under
+    `root`, run from the test's own process, with the session's images."""
 
-    def __init__(self, root: Path) -> None:
-        (root / "cp").mkdir()
+    def __init__(self, root: Path, archives: list[Path]) -> None:
         self.root = root
-        self.control_plane = ControlPlane(build(), work_dir=root / "cp")
-        self.kubelet: subprocess.Popen[bytes] | None = None
+        self.bed = TestBed(root, archives)
+
+    @property
+    def control_plane(self) -> ControlPlane:
+        assert self.bed.control_plane is not None
+        return self.bed.control_plane
+
+    @property
+    def host_ip(self) -> str:
+        """Where this cluster's pods reach this machine (its Redis must listen there)."""
+        assert self.bed.network is not None
+        return self.bed.network.host_ip
 
     def cluster(self, kubeconfig: Path | None = None) -> Cluster:
         """kubectl on this cluster (through another API server with `kubeconfig`)."""
         binaries = self.control_plane.bin_dir
         config = kubeconfig or self.control_plane.kubeconfig
-        return Cluster(config, binaries / "kubectl", binaries / "helm", self.root)
+        return Cluster(config, binaries / "kubectl", binaries / "helm", None)
 
     def core(self, kubeconfig: Path | None = None) -> kubernetes.client.CoreV1Api:
         config = str(kubeconfig or self.control_plane.kubeconfig)
         return kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(config))
 
-    def pid(self, pod: str) -> int:
-        pid_file = self.root / "pods" / f"default_{pod}" / "main.pid"
-        return int(wait_for(lambda: pid_file.exists() and pid_file.read_text(), 20, 0.1))
-
-    def running(self, pod: str) -> bool:
-        try:
-            status = self.core().read_namespaced_pod(pod, "default").status
-        except kubernetes.client.ApiException:
-            return False
-        return status.phase == "Running" and all(c.ready for c in status.container_statuses or [])
-
 
 @contextlib.contextmanager
 def private_cluster(cluster: Cluster, root: Path) -> Iterator[PrivateCluster]:
-    """Start one (node Ready, `default` ServiceAccount made); stop it by PID afterwards.
-    `cluster` is the session's: only the test bed has the binaries and the process-kubelet."""
-    if cluster.state_dir is None:
-        pytest.skip("needs the test bed's binaries and process-kubelet")
-    bed = PrivateCluster(root)
+    """Start one (node Ready, `default` ServiceAccount made); stop it and remove all it
+    made afterwards. `cluster` is the session's: only the test bed has the images here."""
+    archives = cluster.image_archives
+    if cluster.state_dir is None or not archives:
+        pytest.skip("needs the test bed (its binaries and images), not an external cluster")
+    bed = PrivateCluster(root, archives)
     try:
-        bed.control_plane.start()
-        bed.kubelet = start_kubelet(bed.control_plane.kubeconfig, root)
-        wait_node_ready(bed.control_plane.kubeconfig, bed.kubelet, timeout=60)
+        bed.bed.start()
         core = bed.core()
         wait_for(lambda: core.list_namespaced_service_account("default").items, 30, 0.1)
         yield bed
     finally:
-        if bed.kubelet is not None:
-            stop_process(bed.kubelet, timeout=30)
-        bed.control_plane.stop()
+        bed.bed.stop()
 
 
 def second_api_server(bed: PrivateCluster) -> tuple[subprocess.Popen[bytes], Path]:
@@ -82,7 +75,8 @@ def second_api_server(bed: PrivateCluster) -> tuple[subprocess.Popen[bytes], Pat
     with open(bed.root / "apiserver-2.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     kubeconfig = bed.root / "second.kubeconfig"
-    kubeconfig.write_text(bed.control_plane.admin_kubeconfig(f"https://127.0.0.1:{port}"))
+    server = f"https://{bed.control_plane.address}:{port}"
+    kubeconfig.write_text(bed.control_plane.admin_kubeconfig(server))
     return process, kubeconfig
 
 

@@ -11,6 +11,17 @@ from testbed.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
+def redis_server(cluster: Any) -> Iterator[RedisServer]:
+    """The session's Redis for e2e tests: started once the cluster is known, so it also
+    listens where that cluster's pods reach this machine (`pod_url`)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
 def crd_installed(cluster: Any) -> None:
     install_crd(cluster)
 

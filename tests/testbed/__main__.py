@@ -1,4 +1,5 @@
-"""`python -m testbed up|down|status` (PYTHONPATH=tests): the developer's local cluster.
+"""`python -m testbed up|down|status` (PYTHONPATH=tests): the developer's local cluster
+(a control plane and a real containerd node; see testbed.serve).
 
 `up` starts the supervisor detached, writes `.testbed/kubeconfig` and links kubectl and
 helm into `.testbed/bin`, its PIDs in `.testbed/pids.json`; `down` stops it by its recorded
@@ -56,8 +57,9 @@ def down() -> int:
     leftovers = sweep(STATE)  # a supervisor killed with -9 leaves its children running
     if leftovers:
         print(f"stopped leftover processes {leftovers}")
-    shutil.rmtree(STATE / "controlplane", ignore_errors=True)  # etcd data, certificates
-    for name in ("serve.pid", "ready", "kubeconfig"):
+    for data in ("controlplane", "node"):  # etcd data, certificates, containerd's store
+        shutil.rmtree(STATE / data, ignore_errors=True)
+    for name in ("serve.pid", "ready", "kubeconfig", "network.json", "images.json"):
         (STATE / name).unlink(missing_ok=True)
     return 0
 

@@ -20,16 +20,22 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 PROMTOOL = Path(__file__).resolve().parent / "promtool"
+COREDNS = Path(__file__).resolve().parent / "coredns"
 PACKAGES = {
     "etcd": "go.etcd.io/etcd/server/v3",
     "helm": "helm.sh/helm/v3/cmd/helm",
     "kube-apiserver": "k8s.io/kubernetes/cmd/kube-apiserver",
     "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
+    "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
+    "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
     "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+    "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+    "coredns": "github.com/coredns/coredns",
     "promtool": "github.com/prometheus/prometheus/cmd/promtool",
 }
-# Each binary's Go module: promtool has its own (its dependencies fight client-go's).
-MODULE_OF = {name: PROMTOOL if name == "promtool" else TOOLS for name in PACKAGES}
+# Each binary's Go module: promtool and CoreDNS have their own (their dependencies fight
+# the pinned Kubernetes release's).
+MODULE_OF = {name: {"promtool": PROMTOOL, "coredns": COREDNS}.get(name, TOOLS) for name in PACKAGES}
 # `go build -o dir/` names a binary after its import path without the major-version
 # suffix: go.etcd.io/etcd/server/v3 becomes `server` (older Go: `v3`).
 BUILT_AS = {"etcd": ("server", "v3")}
@@ -59,6 +65,8 @@ def build_flags(module: Path) -> list[str]:
     if module == PROMTOOL:
         # Service discovery is not needed to test rules (and not all of it is on the proxy).
         return ["-trimpath", "-tags", "remove_all_sd", "-ldflags", "-s -w"]
+    if module == COREDNS:
+        return ["-trimpath", "-ldflags", "-s -w"]
     k8s = kubernetes_version()
     major, minor = k8s.lstrip("v").split(".")[:2]
     stamps = [
@@ -135,7 +143,7 @@ def build(force: bool = False) -> Path:
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
     print(f"building {', '.join(todo)} ({kubernetes_version()}) into {directory}", flush=True)
     started = time.monotonic()
-    for module in (TOOLS, PROMTOOL):
+    for module in (TOOLS, PROMTOOL, COREDNS):
         names = [name for name in todo if MODULE_OF[name] == module]
         if not names:
             continue

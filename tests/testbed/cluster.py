@@ -1,4 +1,5 @@
-"""A cluster for tests and developers: the test bed, or an existing one (KUBECONFIG)."""
+"""A cluster for tests and developers: the test bed (a control plane and a real node,
+see testbed.serve), or an existing one (KUBECONFIG: kind, or any cluster)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -72,16 +72,58 @@ class Cluster:
                 raise TimeoutError(f"no default ServiceAccount in {name} after {timeout}s")
             time.sleep(0.1)
 
-    def pod_dir(self, namespace: str, pod: str) -> Path | None:
-        """Logs (`<container>.log`) and PIDs (`<container>.pid`) of a test-bed pod."""
+    @property
+    def addresses(self) -> dict[str, str]:
+        """The test bed's `host_ip`, `node_ip`, `pod_cidr`, `netns` (empty elsewhere)."""
+        if self.state_dir is None or not (self.state_dir / "network.json").exists():
+            return {}
+        return dict(json.loads((self.state_dir / "network.json").read_text()))
+
+    def _images(self) -> dict[str, dict[str, str]]:
+        if self.state_dir is None or not (self.state_dir / "images.json").exists():
+            return {}
+        return dict(json.loads((self.state_dir / "images.json").read_text()))
+
+    @property
+    def built_images(self) -> dict[str, str]:
+        """Image name -> image ID (config digest) of the images this test bed imported."""
+        return {name: image["id"] for name, image in self._images().items()}
+
+    @property
+    def image_archives(self) -> list[Path]:
+        return [Path(image["archive"]) for image in self._images().values()]
+
+    def container_pid(self, namespace: str, pod: str, container: str) -> int | None:
+        """The host PID of a container's main process, from containerd (test bed only:
+        on another cluster the node is not this machine)."""
         if self.state_dir is None:
             return None
-        return self.state_dir / "pods" / f"{namespace}_{pod}"
+        core = kubernetes.client.CoreV1Api(self.api_client())
+        status = core.read_namespaced_pod(pod, namespace).status
+        ids = [
+            s.container_id.split("://", 1)[1]
+            for s in status.container_statuses or []
+            if s.name == container and s.container_id and s.state.running
+        ]
+        if not ids:
+            return None
+        socket = self.state_dir / "node" / "containerd" / "containerd.sock"
+        done = subprocess.run(
+            ["ctr", "--address", str(socket), "-n", "k8s.io", "tasks", "ls"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        for line in done.stdout.splitlines()[1:]:
+            task, pid, *_ = line.split()
+            if task == ids[0]:
+                return int(pid)
+        return None
 
 
-def start_serve(state: Path, log_file: Path) -> subprocess.Popen[bytes]:
-    """The supervisor, detached from the caller's session so it outlives a shell."""
-    return start_module("testbed.serve", ["--state", str(state)], log_file)
+def start_serve(state: Path, log_file: Path, owner: int | None) -> subprocess.Popen[bytes]:
+    """The supervisor, detached from the caller's session so it outlives a shell. With an
+    `owner` PID it stops (and cleans up) when that process is gone, however it ended."""
+    owned = ["--owner", str(owner)] if owner else []
+    return start_module("testbed.serve", ["--state", str(state), *owned], log_file)
 
 
 def wait_ready(
@@ -97,12 +139,13 @@ def wait_ready(
 
 
 def sweep(state: Path) -> list[int]:
-    """Stop what a supervisor that died without cleaning up left behind, by recorded PID:
-    the components in `pids.json` and the pods' processes in `pods/*/*.pid`."""
+    """Stop what a supervisor that died without cleaning up left behind: the components in
+    `pids.json` by recorded PID (checked against their command line), then the node's
+    pods, namespace, cgroups and mounts (testbed.serve.sweep_abandoned)."""
     stopped = []
     pids_file = state / "pids.json"
     if pids_file.exists():
-        markers = {"serve": "testbed.serve", "kubelet": "testbed.kubelet"}
+        markers = {"serve": "testbed.serve"}
         for name, pid in json.loads(pids_file.read_text()).items():
             marker = markers.get(name, name)
             try:
@@ -113,28 +156,21 @@ def sweep(state: Path) -> list[int]:
                 stop_pid(pid, timeout=15)
                 stopped.append(pid)
         pids_file.unlink()
-    for pid_file in state.glob("pods/*/*.pid"):
-        pod = pid_file.parent.name.split("_", 1)[1]
-        pid = int(pid_file.read_text() or 0)
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"HOSTNAME={pod}".encode() in environ:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            stopped.append(pid)
+    from testbed.serve import sweep_abandoned
+
+    sweep_abandoned()
     return stopped
 
 
-def local_cluster(state: Path) -> tuple[Cluster, subprocess.Popen[bytes]]:
-    """Start the test bed in `state`; the caller stops it with `stop_pid(process.pid)`."""
+def local_cluster(state: Path, owner: int | None = None) -> tuple[Cluster, subprocess.Popen[bytes]]:
+    """Start the test bed in `state`; the caller stops it with `stop_pid(process.pid)`
+    (or it stops by itself once `owner` is gone)."""
     binaries = build()
     log_file = state / "serve.log"
     state.mkdir(parents=True, exist_ok=True)
-    process = start_serve(state, log_file)
+    process = start_serve(state, log_file, owner)
     try:
-        wait_ready(state, process, log_file)
+        wait_ready(state, process, log_file, timeout=600)  # images build on a first run
     except BaseException:
         stop_pid(process.pid)
         raise
@@ -161,7 +197,7 @@ def open_cluster(kubeconfig: Path | None, prefix: str = "tq-testbed-") -> Iterat
         yield external_cluster(kubeconfig)
         return
     state = Path(tempfile.mkdtemp(prefix=prefix))
-    cluster, process = local_cluster(state)
+    cluster, process = local_cluster(state, owner=os.getpid())
     try:
         yield cluster
     finally:

@@ -1,8 +1,11 @@
-"""etcd + kube-apiserver + kube-controller-manager on free loopback ports, stopped by PID.
+"""etcd + kube-apiserver + kube-controller-manager + kube-scheduler, stopped by PID.
 
-Certificates are made with the `openssl` command line: a CA, the API server's serving
-certificate, an admin client certificate in `system:masters`, and the service-account
-signing key. Everything lives in one temporary directory, removed on stop.
+etcd, the controllers and the scheduler listen on free loopback ports; the API server on
+`address` (the machine's end of the test bed's veth, so that the node's namespace reaches
+it; 127.0.0.1 without a node). Certificates are made with the `openssl` command line: a
+CA, the API server's serving certificate, an admin client certificate in `system:masters`,
+the node's (`system:node:testbed-node`) and kube-proxy's client certificates, and the
+service-account signing key. Everything lives in one directory, removed on stop.
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from testbed.certs import issue, make_ca, openssl
+from testbed.network import NODE_NAME, SERVICE_CIDR
 from testbed.ports import free_port
 from testbed.processes import stop_process
 
-SERVICE_CIDR = "10.96.0.0/16"
-# Controllers a process-kubelet cluster can serve (no cloud, no node IPAM, no volumes).
+# Controllers a one-node cluster without a cloud can serve (pod CIDRs come from the CNI's
+# host-local range, not from node IPAM).
 CONTROLLERS = ",".join(
     [
         "*",
@@ -29,27 +33,27 @@ CONTROLLERS = ",".join(
         "-service-lb-controller",
         "-node-route-controller",
         "-cloud-node-lifecycle-controller",
-        "-persistentvolume-binder-controller",
-        "-persistentvolume-attach-detach-controller",
-        "-persistentvolume-expander-controller",
-        "-ephemeral-volume-controller",
         "-bootstrap-signer-controller",
         "-token-cleaner-controller",
     ]
 )
 
 
-def make_certificates(directory: Path) -> None:
-    """CA, serving cert for 127.0.0.1, admin client cert, service-account key pair."""
+def make_certificates(directory: Path, address: str) -> None:
+    """CA, serving cert for `address` and the `kubernetes` Service, client certificates
+    (admin, node, kube-proxy), service-account key pair."""
     make_ca(directory, subject="/CN=taskqueue-testbed-ca")
     issue(
         directory,
         "server",
         "/CN=kube-apiserver",
-        "subjectAltName=IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
-        "DNS:kubernetes.default,DNS:kubernetes.default.svc",
+        f"subjectAltName=IP:{address},IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,"
+        "DNS:kubernetes.default,DNS:kubernetes.default.svc,"
+        "DNS:kubernetes.default.svc.cluster.local",
     )
     issue(directory, "admin", "/O=system:masters/CN=testbed-admin")
+    issue(directory, "node", f"/O=system:nodes/CN=system:node:{NODE_NAME}")
+    issue(directory, "kube-proxy", "/CN=system:kube-proxy")
     openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
 
@@ -75,12 +79,15 @@ class ControlPlane:
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tq-cp-")))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, list[str]] = field(default_factory=dict)
+    address: str = "127.0.0.1"
+    """Where the API server listens and what it advertises (the `kubernetes` Service)."""
     apiserver_port: int = 0
     controller_manager_port: int = 0
+    scheduler_port: int = 0
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.apiserver_port}"
+        return f"https://{self.address}:{self.apiserver_port}"
 
     @property
     def kubeconfig(self) -> Path:
@@ -124,7 +131,7 @@ class ControlPlane:
             raise
 
     def _start(self, timeout: float) -> ControlPlane:
-        make_certificates(self.work_dir)
+        make_certificates(self.work_dir, self.address)
         etcd_port, peer_port = free_port(), free_port()
         self.apiserver_port = free_port()
         self._spawn(
@@ -154,9 +161,14 @@ class ControlPlane:
             [
                 str(self.bin_dir / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.apiserver_port}",
+                # logs, exec, port-forward: the kubelet by its InternalIP, never a DNS name
+                # (the node's name must not become a query to the machine's resolver).
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-client-certificate={wd / 'admin.crt'}",
+                f"--kubelet-client-key={wd / 'admin.key'}",
                 f"--tls-cert-file={wd / 'server.crt'}",
                 f"--tls-private-key-file={wd / 'server.key'}",
                 f"--client-ca-file={wd / 'ca.crt'}",
@@ -196,27 +208,43 @@ class ControlPlane:
                 "--v=1",
             ],
         )
-        self._wait_controller_manager(timeout)
+        self._wait_healthz("kube-controller-manager", self.controller_manager_port, timeout)
+        self.scheduler_port = free_port()
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.scheduler_port}",
+                "--v=1",
+            ],
+        )
+        self._wait_healthz("kube-scheduler", self.scheduler_port, timeout)
         return self
 
-    def _wait_controller_manager(self, timeout: float) -> None:
+    def _wait_healthz(self, name: str, port: int, timeout: float) -> None:
         """Its /healthz (always allowed, self-signed serving cert) answers once it runs."""
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-        url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
-        self._poll(url, context, timeout, "kube-controller-manager")
+        self._poll(f"https://127.0.0.1:{port}/healthz", context, timeout, name)
 
     def revive(self) -> list[str]:
-        """Start a crashed kube-controller-manager again, as systemd or a static pod would:
-        it exits (fatally, by design) when the API server is away while it builds a client."""
-        name = "kube-controller-manager"
-        process = self.processes.get(name)
-        if process is None or process.poll() is None:
-            return []
-        self.processes.pop(name)
-        self.start_component(name)
-        return [name]
+        """Start a crashed controller-manager or scheduler again, as systemd or a static pod
+        would: they exit (fatally, by design) when the API server is away at start."""
+        revived = []
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            process = self.processes.get(name)
+            if process is None or process.poll() is None:
+                continue
+            self.processes.pop(name)
+            self.start_component(name)
+            revived.append(name)
+        return revived
 
     def restart(self, name: str, timeout: float = 60.0) -> None:
         """Stop one component by its PID and start it again with the same command line
@@ -233,7 +261,9 @@ class ControlPlane:
         if name == "kube-apiserver":
             self._wait_ready(timeout)
         elif name == "kube-controller-manager":
-            self._wait_controller_manager(timeout)
+            self._wait_healthz(name, self.controller_manager_port, timeout)
+        elif name == "kube-scheduler":
+            self._wait_healthz(name, self.scheduler_port, timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         context = ssl.create_default_context(cafile=str(self.ca_file))
@@ -264,7 +294,7 @@ class ControlPlane:
     def stop(self, remove: bool = True) -> None:
         """Stop in reverse order by PID: controllers, API server, etcd."""
         # A restarted component is last in the dict: stop in dependency order, not by age.
-        order = ["kube-controller-manager", "kube-apiserver", "etcd"]
+        order = ["kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd"]
         for name in sorted(self.processes, key=lambda n: order.index(n) if n in order else -1):
             self._stop_one(name)
         if remove:

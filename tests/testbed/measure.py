@@ -3,7 +3,7 @@
 `python -m testbed.measure [--starts 3] [--pods 10]` (PYTHONPATH=tests) starts the test
 bed `--starts` times from cached binaries (start = until the Node is Ready), and in the
 last one creates `--pods` pods one after another, timing each from the create call until a
-watch sees it Running and Ready (its process started by the process-kubelet).
+watch sees it Running and Ready (a real container on the node).
 """
 
 from __future__ import annotations

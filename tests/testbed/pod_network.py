@@ -1,9 +1,10 @@
 """Which address of this machine the cluster's pods can reach, for the Redis the tests start.
 
-On the test bed, pods are local processes: 127.0.0.1. On kind, pods reach the host through
-the Docker network's bridge: the address this machine itself uses to reach a node. The e2e
-tests put `RedisServer.pod_url` (this host) into Secrets and keep `url` (127.0.0.1) for
-themselves."""
+On the test bed, pods reach this machine at the host end of the node's veth (the session's
+`cluster` fixture exports it as $TASKQUEUE_E2E_POD_REDIS_HOST). On kind, pods reach the host
+through the Docker network's bridge: the address this machine itself uses to reach a node.
+Without a cluster it is 127.0.0.1. The e2e tests put `RedisServer.pod_url` (this host) into
+Secrets and keep `url` (127.0.0.1) for themselves."""
 
 from __future__ import annotations
 

@@ -1,11 +1,14 @@
-"""The test bed's supervisor: owns the control plane and the process-kubelet.
+"""The test bed's supervisor: a control plane and a real node, stopped with everything.
 
-`python -m testbed.serve --state DIR` starts etcd, kube-apiserver, kube-controller-manager
-and the process-kubelet (`python -m testbed.kubelet`, its own process), writes
-`DIR/kubeconfig`, `DIR/pids.json` (every PID it started) and, once the Node is Ready,
-`DIR/ready` (the seconds it took). On SIGTERM it stops the kubelet (which stops the pods'
-processes), then the controllers, the API server and etcd, by PID, in that order, and
-removes the control plane's data. Both `make testbed-up` and the pytest session use it.
+`python -m testbed.serve --state DIR` (root) removes what killed test beds left behind,
+creates the node's network namespace (testbed.network), starts etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler (testbed.controlplane), then containerd, the
+kubelet, kube-proxy and CoreDNS in the node's namespace with this run's images imported
+(testbed.node). It writes `DIR/kubeconfig`, `DIR/network.json` (the addresses),
+`DIR/pids.json` and, once the Node is Ready, `DIR/ready` (the seconds it took). On SIGTERM
+or SIGINT, and when any component exits for good, it stops the node (pods' processes by
+their cgroup), the control plane, and removes the namespace, mounts, cgroups and data.
+Both `make testbed-up` and the pytest session use it.
 """
 
 from __future__ import annotations
@@ -16,26 +19,29 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import kubernetes
 
 from testbed.build import build
 from testbed.controlplane import ControlPlane
-from testbed.kubelet import NODE_NAME
-from testbed.processes import start_module, stop_process
+from testbed.images import ensure_images, pause_image
+from testbed.network import (
+    CLUSTER_DNS,
+    NODE_NAME,
+    NodeNetwork,
+    abandoned,
+    register,
+    unregister,
+)
+from testbed.node import Node, image_store, remove_leftovers
+from testbed.processes import exited
 
-
-def start_kubelet(kubeconfig: Path, state: Path) -> subprocess.Popen[bytes]:
-    return start_module(
-        "testbed.kubelet",
-        ["--kubeconfig", str(kubeconfig), "--state-dir", str(state)],
-        state / "kubelet.log",
-    )
+READY_TIMEOUT = 120.0
 
 
 def node_ready(core: kubernetes.client.CoreV1Api) -> bool:
@@ -46,63 +52,188 @@ def node_ready(core: kubernetes.client.CoreV1Api) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
 
 
-def wait_node_ready(kubeconfig: Path, kubelet: subprocess.Popen[bytes], timeout: float) -> None:
-    core = kubernetes.client.CoreV1Api(kubernetes.config.new_client_from_config(str(kubeconfig)))
-    deadline = time.monotonic() + timeout
-    while not node_ready(core):
-        if kubelet.poll() is not None:
-            raise RuntimeError(f"the process-kubelet exited with {kubelet.returncode}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"node {NODE_NAME} not Ready after {timeout}s")
-        time.sleep(0.1)
+def sweep_abandoned() -> list[str]:
+    """Remove the namespaces, cgroups and mounts of test beds whose supervisor is gone."""
+    removed = []
+    for network, state in abandoned():
+        remove_leftovers(network, state if state.exists() else None)
+        unregister(network)
+        removed.append(network.id)
+    return removed
 
 
-def serve(state: Path) -> int:
+def install_cluster_dns(api: kubernetes.client.ApiClient, network: NodeNetwork) -> None:
+    """`kube-dns` as kubelets expect it (clusterDNS), backed by CoreDNS on the node's IP."""
+    core = kubernetes.client.CoreV1Api(api)
+    ports = [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
+    ]
+    core.create_namespaced_service(
+        "kube-system",
+        {
+            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"clusterIP": CLUSTER_DNS, "ports": ports},
+        },
+    )
+    kubernetes.client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
+        "kube-system",
+        {
+            "metadata": {
+                "name": "kube-dns-node",
+                "labels": {
+                    "kubernetes.io/service-name": "kube-dns",
+                    "endpointslice.kubernetes.io/managed-by": "taskqueue-testbed",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [network.node_ip], "conditions": {"ready": True}}],
+            "ports": ports,
+        },
+    )
+
+
+@dataclass
+class TestBed:
+    """One cluster under `state`: network, control plane, node."""
+
+    state: Path
+    archives: list[Path]
+    network: NodeNetwork | None = None
+    control_plane: ControlPlane | None = None
+    node: Node | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    __test__ = False  # not a pytest class
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.control_plane is not None
+        return self.control_plane.kubeconfig
+
+    @property
+    def pids(self) -> dict[str, int]:
+        pids = {"serve": os.getpid()}
+        if self.control_plane is not None:
+            pids |= self.control_plane.pids
+        if self.node is not None:
+            pids |= self.node.pids
+        return pids
+
+    def start(self) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeError("the test bed's node needs root (network namespace, cgroups)")
+        binaries = build()
+        # The node's image store (made once per set of images) while the control plane starts.
+        store = threading.Thread(target=image_store, args=(self.archives,), daemon=True)
+        store.start()
+        self.network = NodeNetwork.allocate(self.state)
+        register(self.network, self.state)
+        self.network.create()
+        self.network.check_isolated()
+        self.control_plane = ControlPlane(
+            binaries, work_dir=self.state / "controlplane", address=self.network.host_ip
+        )
+        shutil.rmtree(self.control_plane.work_dir, ignore_errors=True)
+        self.control_plane.work_dir.mkdir(parents=True)
+        self.control_plane.start()
+        api = kubernetes.config.new_client_from_config(str(self.kubeconfig))
+        try:
+            install_cluster_dns(api, self.network)
+            store.join()
+            self.node = Node(
+                self.network,
+                binaries,
+                self.state / "node",
+                certs=self.control_plane.work_dir,
+                api_server=self.control_plane.server,
+                sandbox_image=pause_image(),
+            )
+            self.node.start(self.archives)
+            self.wait_node_ready(kubernetes.client.CoreV1Api(api))
+        finally:
+            api.close()
+
+    def wait_node_ready(self, core: kubernetes.client.CoreV1Api) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not node_ready(core):
+            assert self.node is not None
+            if exited := self.node.exited():
+                name = exited[0]
+                log = (self.node.state / f"{name}.log").read_text()[-3000:]
+                raise RuntimeError(f"{name} exited while the node started:\n{log}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {NODE_NAME} not Ready after {READY_TIMEOUT}s")
+            time.sleep(0.1)
+
+    def addresses(self) -> dict[str, str]:
+        assert self.network is not None
+        return {
+            "host_ip": self.network.host_ip,
+            "node_ip": self.network.node_ip,
+            "pod_cidr": self.network.pod_cidr,
+            "netns": self.network.netns,
+        }
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        if self.control_plane is not None:
+            self.control_plane.stop(remove=True)
+        if self.network is not None:
+            remove_leftovers(self.network, self.state / "node")  # if the node never started
+            unregister(self.network)
+
+
+def serve(state: Path, owner: int | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
-    for stale in ("ready", "kubeconfig", "pids.json"):
+    for stale in ("ready", "kubeconfig", "pids.json", "network.json"):
         (state / stale).unlink(missing_ok=True)
-    shutil.rmtree(state / "pods", ignore_errors=True)  # a previous cluster's pods
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    started = time.monotonic()
-    control_plane = ControlPlane(build(), work_dir=state / "controlplane")
-    shutil.rmtree(control_plane.work_dir, ignore_errors=True)
-    control_plane.work_dir.mkdir(parents=True)
-    kubelet: subprocess.Popen[bytes] | None = None
+    if swept := sweep_abandoned():
+        logging.info("removed what killed test beds left behind: %s", ", ".join(swept))
+    images = ensure_images()
+    bed = TestBed(state, [image.archive for image in images])
 
-    def record_pids() -> None:
-        pids = {"serve": os.getpid(), **control_plane.pids}
-        if kubelet is not None:
-            pids["kubelet"] = kubelet.pid
-        (state / "pids.json").write_text(json.dumps(pids, indent=1) + "\n")
+    def record() -> None:
+        (state / "pids.json").write_text(json.dumps(bed.pids, indent=1) + "\n")
 
     try:
-        control_plane.start()
-        record_pids()
-        shutil.copy(control_plane.kubeconfig, state / "kubeconfig")
-        kubelet = start_kubelet(control_plane.kubeconfig, state)
-        record_pids()
-        wait_node_ready(control_plane.kubeconfig, kubelet, timeout=60)
-        seconds = time.monotonic() - started
+        bed.start()
+        record()
+        shutil.copy(bed.kubeconfig, state / "kubeconfig")
+        (state / "network.json").write_text(json.dumps(bed.addresses(), indent=1) + "\n")
+        (state / "images.json").write_text(
+            json.dumps(
+                {i.name: {"id": i.image_id, "archive": str(i.archive)} for i in images}, indent=1
+            )
+            + "\n"
+        )
+        seconds = time.monotonic() - bed.started
         (state / "ready").write_text(f"{seconds:.2f}\n")
-        logging.info("test bed ready in %.2fs: %s", seconds, control_plane.server)
+        logging.info("test bed ready in %.2fs: %s", seconds, bed.addresses())
+        assert bed.control_plane is not None and bed.node is not None
         while not stop.wait(1.0):
-            for name in control_plane.revive():
+            for name in bed.control_plane.revive():
                 logging.warning("%s had exited: started again", name)
-                record_pids()
-            children = {**control_plane.processes, "kubelet": kubelet}
-            for name, process in children.items():
+                record()
+            for name, process in bed.control_plane.processes.items():
                 if process.poll() is not None:
                     logging.error("%s exited with %s: stopping", name, process.returncode)
                     stop.set()
+            for name in bed.node.exited():
+                logging.error("%s exited: stopping", name)
+                stop.set()
+            if owner is not None and exited(owner):
+                logging.warning("the process that started the test bed (%d) is gone", owner)
+                stop.set()
         return 0
     finally:
         (state / "ready").unlink(missing_ok=True)
         stopping = time.monotonic()
-        if kubelet is not None:
-            stop_process(kubelet, timeout=30)  # it gives the pods' processes 5 s
-        control_plane.stop(remove=True)
+        bed.stop()
         (state / "pids.json").unlink(missing_ok=True)
         logging.info("test bed stopped in %.2fs", time.monotonic() - stopping)
 
@@ -110,9 +241,10 @@ def serve(state: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--owner", type=int, help="stop when this PID is gone")
     options = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    return serve(options.state)
+    return serve(options.state, options.owner)
 
 
 if __name__ == "__main__":

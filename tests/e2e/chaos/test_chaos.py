@@ -30,7 +30,7 @@ JOBS = int(os.environ.get("CHAOS_JOBS", "1000"))
 
 def test_no_job_is_lost_under_chaos(cluster: Cluster, kube: Kubectl, operator_process: Any) -> None:
     if cluster.state_dir is None:
-        pytest.skip("kills worker processes through the process-kubelet")
+        pytest.skip("SIGKILLs worker containers' processes on this machine: test bed only")
     server = aof_redis().start()
     try:
         queue = create_taskqueue(kube, server.pod_url)

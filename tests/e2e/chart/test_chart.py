@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
-from e2e_helpers import Kubectl, make_secret, taskqueue_manifest, wait_for
+from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
+from rq import Queue
 from testbed.cluster import Cluster
-from testbed.ports import free_port
 from testbed.redis_server import RedisServer
+
+NOOP = "taskqueue_worker.examples.noop"
 
 pytestmark = pytest.mark.e2e
 CHART = Path(__file__).resolve().parents[3] / "charts" / "taskqueue-operator"
@@ -95,12 +97,6 @@ def release(cluster: Cluster, namespace: str) -> Iterator[str]:
         "--namespace",
         namespace,
         "--set",
-        f"health.port={free_port()}",
-        "--set",
-        f"metrics.port={free_port()}",
-        "--set",
-        f"dashboard.port={free_port()}",
-        "--set",
         f"watchNamespaces={{{namespace}}}",
         "--wait",
         "--timeout",
@@ -118,20 +114,58 @@ def test_install_test_upgrade_uninstall(
     deployment = f"{release}-taskqueue-operator"
     pods = kube.list("pods", f"app.kubernetes.io/instance={release}")
     assert len(pods) == 1 and pods[0]["status"]["phase"] == "Running"
+    status = pods[0]["status"]["containerStatuses"][0]
+    built = cluster.built_images
+    assert status["imageID"].split("@")[-1] == built[status["image"]], (status, built)
     server = RedisServer().start()
     try:
-        make_secret(kube, "redis-url", server.pod_url)
-        kube.apply(taskqueue_manifest("viahelm", replicas=0))
+        # The operator pod and the workers reach Redis by a plain Service name, as users
+        # write it: a Service without selector in front of this machine's Redis.
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "redis"},
+                "spec": {"ports": [{"port": 6379, "targetPort": server.port}]},
+            }
+        )
+        kube.apply(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "redis-host",
+                    "labels": {"kubernetes.io/service-name": "redis"},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": [server.pod_host]}],
+                "ports": [{"port": server.port}],
+            }
+        )
+        make_secret(kube, "redis-url", f"redis://redis.{namespace}.svc:6379/0")
+        kube.apply(taskqueue_manifest("viahelm", queues=["viahelm"], replicas=1))
         wait_for(lambda: kube.get("deployment", "viahelm-workers"), 30, message="children")
+        job = Queue("viahelm", connection=server.client()).enqueue(NOOP)
+        wait_for(
+            lambda: job.get_status(refresh=True) == "finished",
+            120,
+            0.5,
+            "a job run by a worker pod",
+        )
+
+        def observed() -> dict[str, Any]:
+            return (kube.get("taskqueue", "viahelm") or {}).get("status") or {}
+
         wait_for(
             lambda: (
-                ((kube.get("taskqueue", "viahelm") or {}).get("status") or {}).get(
-                    "observedGeneration"
+                observed().get("observedGeneration") == 1
+                and (condition(kube.get("taskqueue", "viahelm"), "RedisReachable") or {}).get(
+                    "status"
                 )
-                == 1
+                == "True"
             ),
-            30,
-            message="status from the operator pod",
+            60,
+            message="status from the operator pod, Redis reached through the Service",
         )
     finally:
         server.cleanup()

@@ -1,7 +1,7 @@
 """Issue 7 acceptance for the plugin: `kubectl taskqueue` against a real control plane.
 
 The Redis URL (with a password) is only in a Secret; the plugin finds it through the
-TaskQueue. Jobs fail in a real worker pod, run by the test bed's process-kubelet.
+TaskQueue. Jobs fail in a real worker pod (a container on the test bed's node).
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ from private_cluster import PrivateCluster, answers, private_cluster, second_api
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 from testbed.cluster import Cluster
+from testbed.processes import stop_process
 from testbed.redis_server import RedisServer
-from testbed.serve import stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -108,11 +108,22 @@ def own(cluster: Cluster, tmp_path: Path) -> Iterator[PrivateCluster]:
         yield bed
 
 
+@pytest.fixture
+def own_redis(own: PrivateCluster) -> Iterator[RedisServer]:
+    """A Redis where this cluster's pods reach this machine (its own veth)."""
+    server = RedisServer(pod_host=own.host_ip).start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.mark.timeout(480)  # about 2 min; the garbage collector alone may take 2.5
 def test_operator_survives_control_plane_restarts_and_converges_after_a_relist(
-    own: PrivateCluster, redis_server: RedisServer, redis_client: redis.Redis
+    own: PrivateCluster, own_redis: RedisServer
 ) -> None:
     started = time.monotonic()
+    redis_server, redis_client = own_redis, own_redis.client()
     cluster = own.cluster()
     install_crd(cluster)
     cluster.create_namespace(NAMESPACE)

@@ -180,7 +180,7 @@ def test_sigkill_of_a_busy_worker_brings_its_job_back_within_5s(
     redis_client: redis.Redis,
 ) -> None:
     if cluster.state_dir is None:
-        pytest.skip("needs the process-kubelet to find the worker process")
+        pytest.skip("SIGKILLs the container's process on this machine: test bed only")
     queue = queue_of(kube)
     kube.apply(taskqueue_manifest("kill", queues=[queue], replicas=2))
     rq_queue = Queue(queue, connection=redis_client)
@@ -189,8 +189,9 @@ def test_sigkill_of_a_busy_worker_brings_its_job_back_within_5s(
     worker = Job.fetch(job.id, connection=redis_client).worker_name
     pod = redis_client.hget(f"rq:worker:{worker}", "hostname")
     assert pod, "the worker hash names its pod"
-    pid_file = cluster.pod_dir(kube.namespace, pod.decode()) / "worker.pid"  # type: ignore[operator]
-    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    pid = cluster.container_pid(kube.namespace, pod.decode(), "worker")
+    assert pid is not None, "the worker container's process"
+    os.kill(pid, signal.SIGKILL)
     killed = time.monotonic()
 
     def recovered() -> bool:

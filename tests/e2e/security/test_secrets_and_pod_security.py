@@ -6,7 +6,15 @@ import json
 from typing import Any
 
 import pytest
-from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
+from e2e_helpers import (
+    Kubectl,
+    assert_restricted_inside,
+    condition,
+    make_secret,
+    seen_from_inside,
+    taskqueue_manifest,
+    wait_for,
+)
 from testbed.cluster import Cluster
 from testbed.redis_server import RedisServer
 
@@ -81,8 +89,27 @@ def test_worker_and_schedule_pods_pass_the_restricted_standard(
         60,
         message="worker pods admitted",
     )
+
+    # From inside a worker container of the operator's own Deployment: what the restricted
+    # security context promises is what the runtime does.
+    def running_worker() -> str | None:
+        for pod in kube.list(
+            "pods", "taskqueue.dev/taskqueue=strict,taskqueue.dev/component=worker"
+        ):
+            if any(s.get("ready") for s in pod["status"].get("containerStatuses") or []):
+                return str(pod["metadata"]["name"])
+        return None
+
+    worker = wait_for(running_worker, 90, 0.5, "a Ready worker pod")
+    assert_restricted_inside(seen_from_inside(kube, worker, "worker"))
     kube.run("create", "job", "--from=cronjob/strict-tick", "strict-now")
     wait_for(lambda: kube.list("pods", "job-name=strict-now"), 30, message="schedule pod admitted")
+    wait_for(
+        lambda: ((kube.get("job", "strict-now") or {}).get("status") or {}).get("succeeded") == 1,
+        90,
+        0.5,
+        "the schedule pod enqueued its job and exited 0",
+    )
     # The same namespace refuses a pod that is not restricted: the check is real.
     privileged = {
         "apiVersion": "v1",

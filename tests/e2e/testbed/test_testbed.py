@@ -1,27 +1,82 @@
-"""Issue 2 acceptance: the test bed is a real Kubernetes control plane with a process-kubelet."""
+"""The test bed is a real cluster: a control plane and a real node (containerd + runc, a
+kubelet, kube-proxy, CoreDNS) in a network namespace of its own, running this run's images.
+
+Issue 12's acceptance, as a user would check it: the node is Ready on containerd; a worker
+pod runs the image built in this run, as uid 10001 on a root it cannot write, without
+capabilities; logs, exec and port-forward work; Services and cluster DNS work; nothing of
+the test bed has a route off the machine; SIGTERM reaches containers (warm shutdown); a
+local PersistentVolume and an emptyDir are real mounts."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
-import time
+import threading
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from e2e_helpers import WORKER_IMAGE, Kubectl, wait_for
+from e2e_helpers import (
+    WORKER_IMAGE,
+    Kubectl,
+    assert_restricted_inside,
+    seen_from_inside,
+    wait_for,
+)
 from rq import Worker
 from testbed.cluster import Cluster
+from testbed.network import NodeNetwork
 from testbed.processes import exited
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[3]
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 def needs_testbed(cluster: Cluster) -> None:
     if cluster.state_dir is None:
-        pytest.skip("inspects the process-kubelet's processes: test bed only")
+        pytest.skip("inspects this machine's side of the node: test bed only")
+
+
+def python_pod(name: str, code: str, **extra: Any) -> dict[str, Any]:
+    """A restricted pod of the worker image running `python -c code`."""
+    container = {
+        "name": "main",
+        "image": WORKER_IMAGE,
+        "command": ["python", "-c", code],
+        "securityContext": RESTRICTED,
+        **extra.pop("container", {}),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"terminationGracePeriodSeconds": 2, "containers": [container], **extra},
+    }
+
+
+def phase(kube: Kubectl, name: str) -> str | None:
+    return ((kube.get("pod", name) or {}).get("status") or {}).get("phase")
+
+
+def run_to_end(kube: Kubectl, pod: dict[str, Any], timeout: float = 60) -> str:
+    """Apply a restartPolicy Never pod, wait for Succeeded, return its log."""
+    pod["spec"]["restartPolicy"] = "Never"
+    kube.apply(pod)
+    name = pod["metadata"]["name"]
+    wait_for(lambda: phase(kube, name) in ("Succeeded", "Failed"), timeout, 0.3, f"{name} done")
+    log = kube.run("logs", name).stdout
+    assert phase(kube, name) == "Succeeded", log
+    return log
 
 
 def worker_deployment(replicas: int, grace: int = 20) -> dict[str, Any]:
@@ -41,6 +96,7 @@ def worker_deployment(replicas: int, grace: int = 20) -> dict[str, Any]:
                             "name": "worker",
                             "image": WORKER_IMAGE,
                             "args": ["testbed-queue"],
+                            "securityContext": RESTRICTED,
                             "env": [
                                 {
                                     "name": "REDIS_URL",
@@ -53,8 +109,10 @@ def worker_deployment(replicas: int, grace: int = 20) -> dict[str, Any]:
                                     "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
                                 },
                             ],
+                            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                         }
                     ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
         },
@@ -65,12 +123,7 @@ def pods(kube: Kubectl, selector: str = "app=workers") -> list[dict[str, Any]]:
     return [p for p in kube.list("pods", selector) if not p["metadata"].get("deletionTimestamp")]
 
 
-def alive(pid: int) -> bool:
-    """Running: a zombie is not alive (its parent, the kubelet, reaps it)."""
-    return not exited(pid)
-
-
-def test_node_is_ready(cluster: Cluster) -> None:
+def test_node_is_ready_on_containerd(cluster: Cluster) -> None:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     ready = [
         n
@@ -79,6 +132,14 @@ def test_node_is_ready(cluster: Cluster) -> None:
         if c["type"] == "Ready" and c["status"] == "True"
     ]
     assert ready
+    wide = cluster.kubectl("get", "nodes", "-o", "wide").stdout
+    print(f"\n{wide}")
+    if cluster.state_dir is not None:
+        node = ready[0]
+        assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+        internal = [a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP"]
+        assert internal == [cluster.addresses["node_ip"]]
+        assert "containerd://" in wide
 
 
 def registered(client: redis.Redis, pods: list[str]) -> bool:
@@ -87,59 +148,72 @@ def registered(client: redis.Redis, pods: list[str]) -> bool:
     return all(any(name.startswith(f"{pod}-") for name in names) for pod in pods)
 
 
-def test_deployment_runs_processes_and_scale_down_honours_deletion_cost(
+class Follow:
+    """`kubectl logs -f` of one pod, collected until the container ends."""
+
+    def __init__(self, kube: Kubectl, pod: str) -> None:
+        command = [str(kube.cluster.kubectl_bin), "--kubeconfig", str(kube.cluster.kubeconfig)]
+        command += ["-n", kube.namespace, "logs", "-f", pod]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.text = ""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.text += line
+
+    def close(self) -> str:
+        self.thread.join(timeout=30)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        return self.text
+
+
+def test_sigterm_reaches_containers_and_scale_down_honours_deletion_cost(
     cluster: Cluster, kube: Kubectl, redis_secret: str, redis_client: redis.Redis
 ) -> None:
-    needs_testbed(cluster)
     kube.apply(worker_deployment(3))
-    wait_for(
-        lambda: (
-            len(
-                [
-                    p
-                    for p in pods(kube)
-                    if p["status"].get("phase") == "Running"
-                    and all(c.get("ready") for c in p["status"].get("containerStatuses", []))
-                ]
-            )
-            == 3
-        ),
-        60,
-        0.5,
-        "3 pods Running and Ready",
-    )
+
+    def ready() -> list[dict[str, Any]]:
+        return [
+            p
+            for p in pods(kube)
+            if p["status"].get("phase") == "Running"
+            and all(c.get("ready") for c in p["status"].get("containerStatuses", []))
+        ]
+
+    wait_for(lambda: len(ready()) == 3, 90, 0.5, "3 pods Running and Ready")
     running = pods(kube)
     names = [pod["metadata"]["name"] for pod in running]
-    # Ready on the test bed means "process alive": wait for the workers themselves, so the
-    # scale-down below meets running workers (a warm shutdown), not ones still starting.
     wait_for(lambda: registered(redis_client, names), 30, 0.2, "3 workers registered")
-    pids = {}
-    for pod in running:
-        name = pod["metadata"]["name"]
-        pid_file = cluster.pod_dir(kube.namespace, name) / "worker.pid"  # type: ignore[operator]
-        pids[name] = int(wait_for(lambda f=pid_file: f.exists() and f.read_text(), 10))
-        assert alive(pids[name])
-    costs = {pod["metadata"]["name"]: str(100 * i) for i, pod in enumerate(running)}
+    pids = {name: cluster.container_pid(kube.namespace, name, "worker") for name in names}
+    follows = {name: Follow(kube, name) for name in names}
+    costs = {name: str(100 * i) for i, name in enumerate(names)}
     for name, cost in costs.items():
         kube.run("annotate", "pod", name, f"controller.kubernetes.io/pod-deletion-cost={cost}")
     keep = max(costs, key=lambda n: int(costs[n]))
     kube.run("scale", "deployment", "workers", "--replicas=1")
     wait_for(
         lambda: [p["metadata"]["name"] for p in kube.list("pods", "app=workers")] == [keep],
-        40,
+        60,
         0.5,
         "only the costliest pod left",
     )
-    for name, pid in pids.items():
-        if name != keep:
-            assert not alive(pid), f"{name}'s process still runs"
-            pod_dir = cluster.pod_dir(kube.namespace, name)
-            assert pod_dir is not None
-            log = (pod_dir / "worker.log").read_text()
-            assert "warm shut" in log.lower() or "shutdown" in log.lower(), log[-500:]
-            # It left on SIGTERM within the grace period (0: warm shutdown), not SIGKILL (-9).
-            assert (pod_dir / "worker.exit").read_text().strip() == "0"
-    assert alive(pids[keep])
+    for name in names:
+        if name == keep:
+            continue
+        log = follows[name].close()
+        assert "warm shut" in log.lower(), log[-800:]
+        pid = pids[name]
+        if pid is not None:
+            assert exited(pid), f"{name}'s process still runs"
+    follows[keep].process.kill()
+    keep_pid = pids[keep]
+    if keep_pid is not None:
+        assert not exited(keep_pid)
 
 
 def test_cronjob_to_job_to_completed_pod(
@@ -184,13 +258,11 @@ def test_cronjob_to_job_to_completed_pod(
     assert pod["status"]["phase"] == "Succeeded"
     terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 0
-    if cluster.pod_dir(kube.namespace, pod["metadata"]["name"]):
-        log = (cluster.pod_dir(kube.namespace, pod["metadata"]["name"]) / "say.log").read_text()  # type: ignore[operator]
-        assert f"hello from {pod['metadata']['name']}" in log
+    log = kube.run("logs", pod["metadata"]["name"]).stdout
+    assert f"hello from {pod['metadata']['name']}" in log
 
 
-def test_env_from_secret_and_unknown_image(cluster: Cluster, kube: Kubectl) -> None:
-    needs_testbed(cluster)
+def test_secret_env_exec_and_images_never_pulled(cluster: Cluster, kube: Kubectl) -> None:
     kube.apply(
         {
             "apiVersion": "v1",
@@ -199,44 +271,23 @@ def test_env_from_secret_and_unknown_image(cluster: Cluster, kube: Kubectl) -> N
             "stringData": {"token": "s3cr3t-value"},
         }
     )
-    probe = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "reader"},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "read",
-                    "image": WORKER_IMAGE,
-                    "command": ["python", "-c", "import os; print('token=' + os.environ['TOKEN'])"],
-                    "env": [
-                        {
-                            "name": "TOKEN",
-                            "valueFrom": {"secretKeyRef": {"name": "planted", "key": "token"}},
-                        }
-                    ],
-                }
-            ],
-        },
-    }
-    kube.apply(probe)
-    wait_for(
-        lambda: ((kube.get("pod", "reader") or {}).get("status") or {}).get("phase") == "Succeeded",
-        30,
-        0.3,
-        "reader done",
-    )
-    log = (cluster.pod_dir(kube.namespace, "reader") / "read.log").read_text()  # type: ignore[operator]
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "planted", "key": "token"}}}]
+    code = "import os; print('token=' + os.environ['TOKEN'])"
+    log = run_to_end(kube, python_pod("reader", code, container={"env": env}))
     assert "token=s3cr3t-value" in log
 
-    unknown = {
+    # An image that is not on the node is never pulled (no registry, no DNS off the machine).
+    alien = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "alien"},
-        "spec": {"containers": [{"name": "x", "image": "docker.io/library/nginx:1"}]},
+        "spec": {
+            "containers": [
+                {"name": "x", "image": "docker.io/library/nginx:1", "imagePullPolicy": "Never"}
+            ]
+        },
     }
-    kube.apply(unknown)
+    kube.apply(alien)
 
     def waiting() -> dict[str, Any] | None:
         statuses = ((kube.get("pod", "alien") or {}).get("status") or {}).get(
@@ -244,10 +295,183 @@ def test_env_from_secret_and_unknown_image(cluster: Cluster, kube: Kubectl) -> N
         ) or []
         return statuses[0]["state"].get("waiting") if statuses else None
 
-    state = wait_for(waiting, 20, 0.3, "a waiting reason")
-    assert state["reason"] == "ImageNotInTestbed" and "nginx" in state["message"]
-    time.sleep(1)
-    assert (kube.get("pod", "alien") or {})["status"]["phase"] == "Pending"
+    state = wait_for(lambda: (w := waiting()) and w.get("reason") == "ErrImageNeverPull" and w, 60)
+    assert "nginx" in state["message"]
+
+
+def test_worker_pod_runs_the_built_image_restricted(
+    cluster: Cluster, kube: Kubectl, redis_secret: str
+) -> None:
+    """The acceptance: imageID is this run's build; exec shows uid 10001, a root it cannot
+    write, no capabilities; the probes really run (the pod becomes Ready through them)."""
+    deployment = worker_deployment(1)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readinessProbe"] = {
+        "exec": {"command": ["taskqueue-worker", "--probe"]},
+        "periodSeconds": 2,
+    }
+    kube.apply(deployment)
+
+    def ready_pod() -> dict[str, Any] | None:
+        for pod in pods(kube):
+            statuses = pod["status"].get("containerStatuses") or []
+            if statuses and statuses[0].get("ready"):
+                return pod
+        return None
+
+    pod = wait_for(ready_pod, 90, 0.5, "a Ready worker pod")
+    name = pod["metadata"]["name"]
+    status = pod["status"]["containerStatuses"][0]
+    print(f"\nimage {status['image']} imageID {status['imageID']}")
+    if cluster.state_dir is not None:
+        built = cluster.built_images
+        assert status["imageID"].split("@")[-1] == built[WORKER_IMAGE], (status, built)
+    seen = seen_from_inside(kube, name, "worker")
+    print(seen)
+    assert_restricted_inside(seen)
+
+
+def test_services_dns_and_port_forward(cluster: Cluster, kube: Kubectl, redis_server: Any) -> None:
+    """A selector-less Service `redis` in front of the tests' Redis: pods use the plain
+    Service name as users write it; CoreDNS answers only for the cluster."""
+    needs_testbed(cluster)
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "redis"},
+            "spec": {"ports": [{"port": 6379, "targetPort": redis_server.port}]},
+        }
+    )
+    kube.apply(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": "redis-host", "labels": {"kubernetes.io/service-name": "redis"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [cluster.addresses["host_ip"]]}],
+            "ports": [{"port": redis_server.port}],
+        }
+    )
+    code = (
+        "import socket, time, redis\n"
+        f"client = redis.Redis.from_url('redis://redis.{kube.namespace}.svc:6379/0')\n"
+        # kube-proxy programs a new Service within a moment; until then it has no route.
+        "for attempt in range(40):\n"
+        "    try:\n"
+        "        print('ping', client.ping(), 'after', attempt, 'retries'); break\n"
+        "    except redis.ConnectionError:\n"
+        "        time.sleep(0.5)\n"
+        "print('api', socket.gethostbyname('kubernetes.default.svc.cluster.local'))\n"
+        "try:\n"
+        "    socket.gethostbyname('example.com'); print('outside resolved')\n"
+        "except OSError as error:\n"
+        "    print('outside refused', error)\n"
+        "s = socket.socket(); s.settimeout(3)\n"
+        "try:\n"
+        "    s.connect(('192.0.2.1', 53)); print('outside connected')\n"
+        "except OSError as error:\n"
+        "    print('no route out', error)\n"
+    )
+    log = run_to_end(kube, python_pod("svc", code))
+    print(f"\n{log}")
+    assert "ping True" in log
+    assert "api 10.96.0.1" in log
+    assert "outside refused" in log and "outside connected" not in log
+    assert "no route out" in log
+
+    # port-forward: the API server -> the kubelet (InternalIP) -> containerd -> the pod.
+    server = python_pod(
+        "web", "import http.server as h; h.test(h.SimpleHTTPRequestHandler, port=8000)"
+    )
+    server["spec"]["containers"][0]["workingDir"] = "/opt/venv"
+    kube.apply(server)
+    wait_for(lambda: phase(kube, "web") == "Running", 60, 0.3, "web Running")
+    forward = subprocess.Popen(
+        [str(cluster.kubectl_bin), "--kubeconfig", str(cluster.kubeconfig), "-n", kube.namespace,
+         "port-forward", "pod/web", ":8000"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert forward.stdout is not None
+        line = forward.stdout.readline()  # Forwarding from 127.0.0.1:PORT -> 8000
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+
+        def fetch() -> str:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as reply:
+                    return str(reply.read().decode())
+            except OSError:
+                return ""
+
+        assert "pyvenv.cfg" in wait_for(fetch, 20, 0.5, "the page through port-forward")
+    finally:
+        forward.kill()
+        forward.wait()
+
+
+def test_network_rule_holds(cluster: Cluster) -> None:
+    """Forwarding 0 on the machine, no NAT rule of ours there, routes only via our veth, and
+    the node's namespace has no route off its veth and bridge."""
+    needs_testbed(cluster)
+    addresses = cluster.addresses
+    n = int(addresses["host_ip"].split(".")[2])
+    NodeNetwork(addresses["netns"].removeprefix("tqtb-"), n).check_isolated()
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
+    # The node answers on its InternalIP (the kubelet), from this machine, over the veth.
+    with socket.create_connection((addresses["node_ip"], 10250), timeout=2):
+        pass
+
+
+def test_local_persistent_volume_and_logs(cluster: Cluster, kube: Kubectl, tmp_path: Path) -> None:
+    """The demo's data volume: a local PersistentVolume on the node, bound to a claim,
+    written by a restricted pod, the file then on this machine's disk."""
+    needs_testbed(cluster)
+    data = tmp_path / "pv"
+    data.mkdir()
+    data.chmod(0o777)
+    pv_name = f"pv-{kube.namespace}"
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "local",
+            "claimRef": {"namespace": kube.namespace, "name": "data"},
+            "local": {"path": str(data)},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["testbed-node"]}
+            ]}]}},
+        },
+    }))  # fmt: skip
+    try:
+        kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "local",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        )
+        code = "open('/data/hello.txt', 'w').write('from the pod'); print('written')"
+        pod = python_pod(
+            "writer",
+            code,
+            container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+            volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        )
+        assert "written" in run_to_end(kube, pod, timeout=90)
+        assert (data / "hello.txt").read_text() == "from the pod"
+    finally:
+        cluster.kubectl("delete", "namespace", kube.namespace, "--wait=true", check=False)
+        cluster.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
 
 
 def test_crd_cel_rule_is_enforced_by_the_api_server(cluster: Cluster, kube: Kubectl) -> None:
@@ -310,7 +534,7 @@ def test_make_testbed_up_and_down(cluster: Cluster) -> None:
         pytest.skip("a developer test bed is already running in .testbed")
     try:
         subprocess.run(
-            ["make", "-C", str(REPO), "testbed-up"], check=True, timeout=180, capture_output=True
+            ["make", "-C", str(REPO), "testbed-up"], check=True, timeout=300, capture_output=True
         )
         nodes = subprocess.run(
             [

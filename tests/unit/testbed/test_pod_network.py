@@ -1,4 +1,4 @@
-"""Where the cluster's pods reach the tests' Redis: 127.0.0.1 on the test bed, the address
+"""Where the cluster's pods reach the tests' Redis: 127.0.0.1 without a cluster, the address
 this machine uses towards a node elsewhere (kind's bridge)."""
 
 from __future__ import annotations

@@ -112,11 +112,12 @@ class RequestLog:
 
 
 class CandleServer:
-    """Threaded HTTP server on 127.0.0.1; use as a context manager or start()/stop()."""
+    """Threaded HTTP server (127.0.0.1 by default); a context manager or start()/stop()."""
 
     def __init__(
         self,
         port: int = 0,
+        host: str = "127.0.0.1",
         rate_limit: int = 10,
         listed: datetime | None = None,
         now: datetime | None = None,
@@ -129,7 +130,7 @@ class CandleServer:
         self.log = RequestLog()
         self._window: deque[float] = deque()
         self._window_lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -218,9 +219,10 @@ class CandleServer:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve deterministic Upbit-style candles.")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--rate-limit", type=int, default=10)
     args = parser.parse_args(argv)
-    server = CandleServer(port=args.port, rate_limit=args.rate_limit)
+    server = CandleServer(port=args.port, host=args.host, rate_limit=args.rate_limit)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# What `make demo` and `make test` need from the system, installed when missing.
+#
+# Debian packages only; checked by the command or file each one provides, so a machine that
+# has them (whatever installed them) is left alone. As root: one `apt-get update`, then one
+# `apt-get install` of what is missing. Without root: one line naming the packages, exit 2,
+# before anything is started. Python dependencies, the Go-built binaries and the images
+# are the Makefile's next steps (venv, binaries, images).
+set -euo pipefail
+
+# package:how to tell it is there (a command on PATH, or an absolute path)
+needs=(
+  python3:python3
+  python3-venv:/usr/lib/python3/dist-packages/ensurepip
+  ca-certificates:/etc/ssl/certs/ca-certificates.crt
+  make:make
+  openssl:openssl
+  redis-server:redis-server
+  chromium:chromium
+  iproute2:ip
+  iptables:iptables
+  util-linux:nsenter
+  conntrack:conntrack
+  containerd:containerd
+  runc:runc
+  containernetworking-plugins:/usr/lib/cni/bridge
+  buildah:buildah
+  debootstrap:debootstrap
+  gcc:gcc
+  libc6-dev:/usr/lib/x86_64-linux-gnu/libc.a
+)
+
+have() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ] ;;
+  esac
+}
+
+missing=()
+for entry in "${needs[@]}"; do
+  package=${entry%%:*}
+  probe=${entry#*:}
+  if [ "$package" = python3-venv ]; then
+    # Any Python 3.11+ with venv + ensurepip will do (pyenv, python.org, Debian's).
+    if python3 -c 'import sys, ensurepip, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      continue
+    fi
+  fi
+  if [ "$package" = libc6-dev ]; then
+    # The static pause binary: any libc.a the compiler finds.
+    if [ -n "$(gcc -print-file-name=libc.a 2>/dev/null | grep /)" ] && [ -e "$(gcc -print-file-name=libc.a)" ]; then
+      continue
+    fi
+  fi
+  have "$probe" || missing+=("$package")
+done
+
+if [ ${#missing[@]} -gt 0 ] && [ "$(id -u)" != 0 ]; then
+  echo "missing system packages: sudo apt-get install ${missing[*]}" >&2
+  exit 2
+fi
+if [ -z "${KUBECONFIG:-}" ] && [ "$(id -u)" != 0 ]; then
+  # The test bed's node needs a network namespace and cgroups of its own.
+  echo "the local test bed needs root: run as root, or set KUBECONFIG to a cluster of yours" >&2
+  exit 2
+fi
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "installing ${missing[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
