@@ -109,6 +109,11 @@ def desired_deployment(taskqueue: TaskQueue, replicas: int) -> dict[str, Any]:
                         worker.job_timeout_seconds
                     ),
                     "enableServiceLinks": False,
+                    # pause is PID 1, not our entrypoint: the kernel drops a SIGTERM
+                    # sent to a PID 1 without a handler, so one that came while Python
+                    # started (a pod scaled away at once) was lost, and the pod lived
+                    # on, a registered worker, for its whole grace period.
+                    "shareProcessNamespace": True,
                     "automountServiceAccountToken": False,
                     "securityContext": podspec.pod_security_context(),
                     "containers": [worker_container(taskqueue)],

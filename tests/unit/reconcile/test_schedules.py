@@ -92,6 +92,7 @@ def test_suspend_and_security() -> None:
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["shareProcessNamespace"] is True  # the entrypoint is not PID 1
 
 
 def test_one_cronjob_per_schedule() -> None:

@@ -106,6 +106,8 @@ def test_restricted_security_context(taskqueue: TaskQueue) -> None:
     assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
     assert pod["automountServiceAccountToken"] is False
+    # Not PID 1: a SIGTERM that comes while Python starts must end the worker, not vanish.
+    assert pod["shareProcessNamespace"] is True
 
 
 def test_overrides_and_placement() -> None:
