@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,3 +184,27 @@ def assert_restricted_inside(seen: str) -> None:
     assert "refused /probe Read-only file system" in seen, seen
     assert "refused /opt/venv/probe Read-only file system" in seen, seen
     assert "writable /tmp/probe" in seen, seen  # the emptyDir
+
+
+class Follow:
+    """`kubectl logs -f` of one pod, collected until the container ends."""
+
+    def __init__(self, kube: Kubectl, pod: str) -> None:
+        command = [str(kube.cluster.kubectl_bin), "--kubeconfig", str(kube.cluster.kubeconfig)]
+        command += ["-n", kube.namespace, "logs", "-f", pod]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self.text = ""
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.text += line
+
+    def close(self) -> str:
+        self.thread.join(timeout=30)
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        return self.text

@@ -1,1 +1,1 @@
-"""The test bed: a real Kubernetes control plane, a real containerd node and Redis, without Docker."""
+"""The test bed: a real control plane, a real containerd node and Redis, without Docker."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 import redis
 from e2e_helpers import (
     WORKER_IMAGE,
+    Follow,
     Kubectl,
     assert_restricted_inside,
     seen_from_inside,
@@ -146,30 +146,6 @@ def registered(client: redis.Redis, pods: list[str]) -> bool:
     """Every pod's RQ worker is in Redis (past start-up, where a SIGTERM exits at once)."""
     names = [worker.name for worker in Worker.all(connection=client)]
     return all(any(name.startswith(f"{pod}-") for name in names) for pod in pods)
-
-
-class Follow:
-    """`kubectl logs -f` of one pod, collected until the container ends."""
-
-    def __init__(self, kube: Kubectl, pod: str) -> None:
-        command = [str(kube.cluster.kubectl_bin), "--kubeconfig", str(kube.cluster.kubeconfig)]
-        command += ["-n", kube.namespace, "logs", "-f", pod]
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        self.text = ""
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.text += line
-
-    def close(self) -> str:
-        self.thread.join(timeout=30)
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait()
-        return self.text
 
 
 def test_sigterm_reaches_containers_and_scale_down_honours_deletion_cost(
