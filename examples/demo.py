@@ -223,13 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     data.chmod(0o777)  # the workers run as uid 10001
     data_root, results = data / "candles", data / "results"
 
-    say("Starting the test bed (control plane + a containerd node with this run's images)")
-    subprocess.run(["make", "-s", "-C", str(ROOT), "testbed-up"], check=True)
-    host = json.loads((TESTBED / "network.json").read_text())["host_ip"]
-    redis_server = RedisServer(data_dir=work / "redis", pod_host=host).start()
     candles_port = free_port()
     candles: subprocess.Popen[bytes] | None = None
+    redis_server: RedisServer | None = None
     try:
+        say("Starting the test bed (control plane + a containerd node with this run's images)")
+        subprocess.run(["make", "-s", "-C", str(ROOT), "testbed-up"], check=True)
+        host = json.loads((TESTBED / "network.json").read_text())["host_ip"]
+        redis_server = RedisServer(data_dir=work / "redis", pod_host=host).start()
         candles = subprocess.Popen(
             [
                 sys.executable,
@@ -383,10 +384,11 @@ def main(argv: list[str] | None = None) -> int:
             tools.helm_bin.exists() and tools.run(
                 tools.helm_bin, "uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, check=False
             )
-            redis_server.cleanup()
+            if redis_server is not None:
+                redis_server.cleanup()
             subprocess.run(["make", "-s", "-C", str(ROOT), "testbed-down"], check=False)
             shutil.rmtree(work, ignore_errors=True)
-        else:
+        elif redis_server is not None:
             pid = redis_server.process.pid if redis_server.process else "?"
             print(
                 f"\nKEEP=1: the cluster stays up. export KUBECONFIG={tools.kubeconfig}; "
