@@ -186,10 +186,19 @@ def assert_restricted_inside(seen: str) -> None:
     assert "writable /tmp/probe" in seen, seen  # the emptyDir
 
 
+def running(kube: Kubectl, pod: str) -> bool:
+    """Every container of `pod` is running, as the pod's status says."""
+    statuses = ((kube.get("pod", pod) or {}).get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and all("running" in s.get("state", {}) for s in statuses)
+
+
 class Follow:
     """`kubectl logs -f` of one pod, collected until the container ends."""
 
     def __init__(self, kube: Kubectl, pod: str) -> None:
+        # `kubectl logs` refuses a container the pod's status does not show running yet,
+        # and the kubelet reports that a moment after the process started.
+        wait_for(lambda: running(kube, pod), 60, 0.2, f"{pod}'s containers running in its status")
         command = [str(kube.cluster.kubectl_bin), "--kubeconfig", str(kube.cluster.kubeconfig)]
         command += ["-n", kube.namespace, "logs", "-f", pod]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)

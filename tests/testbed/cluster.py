@@ -93,18 +93,27 @@ class Cluster:
     def image_archives(self) -> list[Path]:
         return [Path(image["archive"]) for image in self._images().values()]
 
-    def container_pid(self, namespace: str, pod: str, container: str) -> int | None:
+    def container_pid(
+        self, namespace: str, pod: str, container: str, timeout: float = 30
+    ) -> int | None:
         """The host PID of a container's main process, from containerd (test bed only:
-        on another cluster the node is not this machine)."""
+        on another cluster the node is not this machine). Waits up to `timeout` for the
+        pod's status to show the container running: the kubelet reports it a moment (on a
+        busy machine, seconds) after the process started."""
         if self.state_dir is None:
             return None
         core = kubernetes.client.CoreV1Api(self.api_client())
-        status = core.read_namespaced_pod(pod, namespace).status
-        ids = [
-            s.container_id.split("://", 1)[1]
-            for s in status.container_statuses or []
-            if s.name == container and s.container_id and s.state.running
-        ]
+        deadline = time.monotonic() + timeout
+        while True:
+            status = core.read_namespaced_pod(pod, namespace).status
+            ids = [
+                s.container_id.split("://", 1)[1]
+                for s in status.container_statuses or []
+                if s.name == container and s.container_id and s.state.running
+            ]
+            if ids or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if not ids:
             return None
         socket = self.state_dir / "node" / "containerd" / "containerd.sock"
