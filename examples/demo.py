@@ -34,6 +34,7 @@ from rq import Queue
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from testbed.manifests import host_service, local_volume, object_list  # noqa: E402
 from testbed.ports import free_port  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
 
@@ -72,77 +73,6 @@ class Tools:
 
     def helm(self, *args: str) -> subprocess.CompletedProcess[str]:
         return self.run(self.helm_bin, *args)
-
-
-def host_service(
-    name: str, address: str, port: int, service_port: int | None = None
-) -> list[dict[str, Any]]:
-    """A Service without selector and its EndpointSlice: `name.demo.svc:service_port` -> a
-    server on this machine at `address:port` (the host end of the node's veth)."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {"ports": [{"port": service_port or port, "targetPort": port}]},
-        },
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-host",
-                "namespace": NAMESPACE,
-                "labels": {"kubernetes.io/service-name": name},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [address]}],
-            "ports": [{"port": port}],
-        },
-    ]
-
-
-def data_volume(path: Path) -> list[dict[str, Any]]:
-    """A local PersistentVolume on the node (this machine's `path`) and its claim."""
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": "demo-data"},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "local",
-                "claimRef": {"namespace": NAMESPACE, "name": "backtest-data"},
-                "local": {"path": str(path)},
-                "nodeAffinity": {
-                    "required": {
-                        "nodeSelectorTerms": [
-                            {
-                                "matchExpressions": [
-                                    {
-                                        "key": "kubernetes.io/hostname",
-                                        "operator": "In",
-                                        "values": ["testbed-node"],
-                                    }
-                                ]
-                            }
-                        ]
-                    }
-                },
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "backtest-data", "namespace": NAMESPACE},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "local",
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
-    ]
 
 
 def taskqueue(candles_url: str) -> dict[str, Any]:
@@ -272,13 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             "data": {"url": base64.b64encode(url.encode()).decode()},
         }
         objects = [
-            *host_service("redis", host, redis_server.port, service_port=6379),
-            *host_service("candles", host, candles_port),
-            *data_volume(data),
+            *host_service("redis", host, redis_server.port, 6379, NAMESPACE),
+            *host_service("candles", host, candles_port, namespace=NAMESPACE),
+            *local_volume("demo-data", str(data), "backtest-data", NAMESPACE),
             secret,
         ]
-        listing = {"apiVersion": "v1", "kind": "List", "items": objects}
-        tools.kubectl("apply", "-f", "-", input=json.dumps(listing))
+        tools.kubectl("apply", "-f", "-", input=json.dumps(object_list(objects)))
         print(f"   Secret redis-url: {url}; PersistentVolume demo-data at {data}")
         tools.kubectl("apply", "-f", "-", input=json.dumps(taskqueue(candles_url)))
         client = redis.Redis.from_url(redis_server.url)

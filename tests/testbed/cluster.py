@@ -17,7 +17,9 @@ from pathlib import Path
 import kubernetes
 
 from testbed.build import bin_dir, build
+from testbed.node import ctr
 from testbed.processes import start_module, stop_pid
+from testbed.serve import sweep_abandoned
 
 
 @dataclass
@@ -117,11 +119,7 @@ class Cluster:
         if not ids:
             return None
         socket = self.state_dir / "node" / "containerd" / "containerd.sock"
-        done = subprocess.run(
-            ["ctr", "--address", str(socket), "-n", "k8s.io", "tasks", "ls"],
-            capture_output=True, text=True, timeout=30, check=True,
-        )  # fmt: skip
-        for line in done.stdout.splitlines()[1:]:
+        for line in ctr(socket, "tasks", "ls", timeout=30).splitlines()[1:]:
             task, pid, *_ = line.split()
             if task == ids[0]:
                 return int(pid)
@@ -165,8 +163,6 @@ def sweep(state: Path) -> list[int]:
                 stop_pid(pid, timeout=15)
                 stopped.append(pid)
         pids_file.unlink()
-    from testbed.serve import sweep_abandoned
-
     sweep_abandoned()
     return stopped
 

@@ -87,6 +87,12 @@ class NodeNetwork:
         ident = id_for_state(state)
         return cls(ident, free_index(int(ident, 16) % 250))
 
+    @classmethod
+    def recorded(cls, addresses: dict[str, str]) -> NodeNetwork:
+        """The network of a running test bed, from its `network.json`."""
+        n = int(addresses["host_ip"].split(".")[2])
+        return cls(addresses["netns"].removeprefix(NETNS_PREFIX), n)
+
     @property
     def netns(self) -> str:
         return f"{NETNS_PREFIX}{self.id}"

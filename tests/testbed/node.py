@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testbed.controlplane import kubeconfig_text
+from testbed.images import cache_dir
 from testbed.network import CLUSTER_DNS, NODE_NAME, NodeNetwork, run
 from testbed.processes import stop_process
 
@@ -53,10 +55,9 @@ def pids_hierarchy() -> Path:
 
 def join_cgroup(name: str) -> None:
     """Run in the child before exec: the component and all it forks stay findable."""
-    for hierarchy in (pids_hierarchy(),):
-        group = hierarchy / name
-        group.mkdir(exist_ok=True)
-        (group / "cgroup.procs").write_text(str(os.getpid()))
+    group = pids_hierarchy() / name
+    group.mkdir(exist_ok=True)
+    (group / "cgroup.procs").write_text(str(os.getpid()))
 
 
 def make_cgroup(name: str) -> None:
@@ -190,8 +191,6 @@ def image_store(archives: list[Path]) -> Path:
     it: importing takes tens of seconds per start, a linked copy about one. Safe because
     blobs and committed snapshots are never written to; the bolt databases, which are, are
     copied (see `copy_image_store`)."""
-    from testbed.images import cache_dir
-
     version = subprocess.run(["containerd", "--version"], capture_output=True, text=True).stdout
     digest = hashlib.sha256(version.encode())
     for archive in archives:
@@ -272,8 +271,6 @@ class Node:
 
     def kubeconfig(self, user: str) -> Path:
         """A kubeconfig for the node's components, with the client certificate `user`."""
-        from testbed.controlplane import kubeconfig_text
-
         path = self.state / f"{user}.kubeconfig"
         path.write_text(
             kubeconfig_text(

@@ -30,6 +30,7 @@ import kubernetes
 from testbed.build import build
 from testbed.controlplane import ControlPlane
 from testbed.images import ensure_images, pause_image
+from testbed.manifests import selectorless_service
 from testbed.network import (
     CLUSTER_DNS,
     NODE_NAME,
@@ -64,33 +65,15 @@ def sweep_abandoned() -> list[str]:
 
 def install_cluster_dns(api: kubernetes.client.ApiClient, network: NodeNetwork) -> None:
     """`kube-dns` as kubelets expect it (clusterDNS), backed by CoreDNS on the node's IP."""
-    core = kubernetes.client.CoreV1Api(api)
     ports = [
         {"name": "dns", "port": 53, "protocol": "UDP"},
         {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
     ]
-    core.create_namespaced_service(
-        "kube-system",
-        {
-            "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},
-            "spec": {"clusterIP": CLUSTER_DNS, "ports": ports},
-        },
+    service, endpoints = selectorless_service(
+        "kube-dns", network.node_ip, ports, "kube-system", cluster_ip=CLUSTER_DNS
     )
-    kubernetes.client.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
-        "kube-system",
-        {
-            "metadata": {
-                "name": "kube-dns-node",
-                "labels": {
-                    "kubernetes.io/service-name": "kube-dns",
-                    "endpointslice.kubernetes.io/managed-by": "taskqueue-testbed",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [network.node_ip], "conditions": {"ready": True}}],
-            "ports": ports,
-        },
-    )
+    kubernetes.client.CoreV1Api(api).create_namespaced_service("kube-system", service)
+    kubernetes.client.DiscoveryV1Api(api).create_namespaced_endpoint_slice("kube-system", endpoints)
 
 
 @dataclass

@@ -14,6 +14,7 @@ import yaml
 from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
 from rq import Queue
 from testbed.cluster import Cluster
+from testbed.manifests import host_service, object_list
 from testbed.redis_server import RedisServer
 
 NOOP = "taskqueue_worker.examples.noop"
@@ -137,27 +138,7 @@ def test_install_test_upgrade_uninstall(
     try:
         # The operator pod and the workers reach Redis by a plain Service name, as users
         # write it: a Service without selector in front of this machine's Redis.
-        kube.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Service",
-                "metadata": {"name": "redis"},
-                "spec": {"ports": [{"port": 6379, "targetPort": server.port}]},
-            }
-        )
-        kube.apply(
-            {
-                "apiVersion": "discovery.k8s.io/v1",
-                "kind": "EndpointSlice",
-                "metadata": {
-                    "name": "redis-host",
-                    "labels": {"kubernetes.io/service-name": "redis"},
-                },
-                "addressType": "IPv4",
-                "endpoints": [{"addresses": [server.pod_host]}],
-                "ports": [{"port": server.port}],
-            }
-        )
+        kube.apply(object_list(host_service("redis", server.pod_host, server.port, 6379)))
         make_secret(kube, "redis-url", f"redis://redis.{namespace}.svc:6379/0")
         kube.apply(taskqueue_manifest("viahelm", queues=["viahelm"], replicas=1))
         wait_for(lambda: kube.get("deployment", "viahelm-workers"), 30, message="children")

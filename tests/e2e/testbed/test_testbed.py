@@ -28,6 +28,7 @@ from e2e_helpers import (
 )
 from rq import Worker
 from testbed.cluster import Cluster
+from testbed.manifests import host_service, local_volume, object_list
 from testbed.network import NodeNetwork
 from testbed.processes import exited
 
@@ -311,24 +312,8 @@ def test_services_dns_and_port_forward(cluster: Cluster, kube: Kubectl, redis_se
     """A selector-less Service `redis` in front of the tests' Redis: pods use the plain
     Service name as users write it; CoreDNS answers only for the cluster."""
     needs_testbed(cluster)
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": "redis"},
-            "spec": {"ports": [{"port": 6379, "targetPort": redis_server.port}]},
-        }
-    )
-    kube.apply(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": "redis-host", "labels": {"kubernetes.io/service-name": "redis"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [cluster.addresses["host_ip"]]}],
-            "ports": [{"port": redis_server.port}],
-        }
-    )
+    host = cluster.addresses["host_ip"]
+    kube.apply(object_list(host_service("redis", host, redis_server.port, 6379)))
     code = (
         "import socket, time, redis\n"
         f"client = redis.Redis.from_url('redis://redis.{kube.namespace}.svc:6379/0')\n"
@@ -391,8 +376,7 @@ def test_network_rule_holds(cluster: Cluster) -> None:
     the node's namespace has no route off its veth and bridge."""
     needs_testbed(cluster)
     addresses = cluster.addresses
-    n = int(addresses["host_ip"].split(".")[2])
-    NodeNetwork(addresses["netns"].removeprefix("tqtb-"), n).check_isolated()
+    NodeNetwork.recorded(addresses).check_isolated()
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0"
     # The node answers on its InternalIP (the kubelet), from this machine, over the veth.
     with socket.create_connection((addresses["node_ip"], 10250), timeout=2):
@@ -407,35 +391,9 @@ def test_local_persistent_volume_and_logs(cluster: Cluster, kube: Kubectl, tmp_p
     data.mkdir()
     data.chmod(0o777)
     pv_name = f"pv-{kube.namespace}"
-    cluster.kubectl("apply", "-f", "-", input=json.dumps({
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "local",
-            "claimRef": {"namespace": kube.namespace, "name": "data"},
-            "local": {"path": str(data)},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["testbed-node"]}
-            ]}]}},
-        },
-    }))  # fmt: skip
+    volume = local_volume(pv_name, str(data), "data", kube.namespace)
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(object_list(volume)))
     try:
-        kube.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "data"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "local",
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            }
-        )
         code = "open('/data/hello.txt', 'w').write('from the pod'); print('written')"
         pod = python_pod(
             "writer",

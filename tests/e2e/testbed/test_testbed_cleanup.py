@@ -60,12 +60,6 @@ def started(state: Path, owner: int | None) -> tuple[subprocess.Popen[bytes], di
     return process, json.loads((state / "network.json").read_text())
 
 
-def network_of(addresses: dict[str, str]) -> NodeNetwork:
-    return NodeNetwork(
-        addresses["netns"].removeprefix("tqtb-"), int(addresses["host_ip"].split(".")[2])
-    )
-
-
 def test_owner_gone_then_everything_is_stopped_and_removed(
     cluster: Cluster, tmp_path: Path, owner: subprocess.Popen[bytes]
 ) -> None:
@@ -73,7 +67,7 @@ def test_owner_gone_then_everything_is_stopped_and_removed(
         pytest.skip("starts test beds of its own: this machine only")
     state = tmp_path / "bed"
     serve, addresses = started(state, owner.pid)
-    network = network_of(addresses)
+    network = NodeNetwork.recorded(addresses)
     pids = json.loads((state / "pids.json").read_text())
     assert leftovers(state, network, {}), "a live test bed has a namespace, cgroups, mounts"
     owner.kill()
@@ -90,7 +84,7 @@ def test_supervisor_killed_then_the_sweep_removes_what_it_left(
         pytest.skip("starts test beds of its own: this machine only")
     state = tmp_path / "bed"
     serve, addresses = started(state, None)
-    network = network_of(addresses)
+    network = NodeNetwork.recorded(addresses)
     pids = json.loads((state / "pids.json").read_text())
     os.kill(serve.pid, signal.SIGKILL)
     serve.wait()

@@ -1,0 +1,105 @@
+"""Kubernetes objects the test bed, the e2e tests and the demo all make: a Service in front
+of a server on this machine (no selector: an EndpointSlice names the address), and a local
+PersistentVolume on the node with its claim. Plain dicts, no I/O."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from testbed.network import NODE_NAME
+
+Manifest = dict[str, Any]
+
+
+def selectorless_service(
+    name: str,
+    address: str,
+    ports: list[dict[str, Any]],
+    namespace: str | None = None,
+    cluster_ip: str | None = None,
+) -> list[Manifest]:
+    """`name`'s Service and the EndpointSlice that sends it to `address`. Each port is a
+    Service port (`port`, optional `targetPort`, `name`, `protocol`); the slice uses the
+    target port, which is what kube-proxy forwards to."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace:
+        metadata["namespace"] = namespace
+    spec: dict[str, Any] = {"ports": ports}
+    if cluster_ip:
+        spec["clusterIP"] = cluster_ip
+    slice_ports = [
+        {
+            k: v
+            for k, v in {**p, "port": p.get("targetPort", p["port"])}.items()
+            if k != "targetPort"
+        }
+        for p in ports
+    ]
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec},
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                **metadata,
+                "name": f"{name}-host",
+                "labels": {
+                    "kubernetes.io/service-name": name,
+                    "endpointslice.kubernetes.io/managed-by": "taskqueue-testbed",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": slice_ports,
+        },
+    ]
+
+
+def host_service(
+    name: str,
+    address: str,
+    port: int,
+    service_port: int | None = None,
+    namespace: str | None = None,
+) -> list[Manifest]:
+    """`name:<service_port>` in the cluster -> `address:port` on this machine (TCP)."""
+    ports = [{"port": service_port or port, "targetPort": port}]
+    return selectorless_service(name, address, ports, namespace)
+
+
+def local_volume(name: str, path: str, claim: str, namespace: str) -> list[Manifest]:
+    """A local PersistentVolume at `path` on the test bed's node, bound to `claim`."""
+    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "local",
+                "claimRef": {"namespace": namespace, "name": claim},
+                "local": {"path": path},
+                "nodeAffinity": {
+                    "required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "local",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    ]
+
+
+def object_list(items: list[Manifest]) -> Manifest:
+    """One `kubectl apply -f -` for several objects."""
+    return {"apiVersion": "v1", "kind": "List", "items": items}
