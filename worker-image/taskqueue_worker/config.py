@@ -29,10 +29,18 @@ Variables (all read from the process environment):
     Comma-separated modules the worker imports before its first job (e.g. the
     task modules, ``pandas``): fork workers' work horses then inherit them instead
     of importing them again for every job.
+``TASKQUEUE_JOB_TIMEOUT``
+    The TaskQueue's ``spec.worker.jobTimeout`` in seconds (the ``--job-timeout`` flag
+    wins). It is the default AND the upper bound of every job's timeout: a job enqueued
+    without one (rq's default would be 180 s) runs with it, a job with a longer or an
+    infinite (-1) timeout is capped to it, a shorter one keeps its own. The pod's grace
+    period is this plus 30 s, so a scale-down never kills a running job. Unset: rq's
+    own rules (no bound).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -153,6 +161,25 @@ def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
     if not value > 0:
         raise ConfigError(f"{name} must be > 0, got {raw!r}")
     return value
+
+
+def job_timeout(flag: float | None, env: Mapping[str, str]) -> int | None:
+    """Whole seconds (rq's death penalty is ``signal.alarm``), rounded up: the pod's grace
+    period is ``ceil(jobTimeout) + 30``. The flag wins over ``TASKQUEUE_JOB_TIMEOUT``;
+    neither means no bound."""
+    if flag is not None:
+        name, raw = "--job-timeout", str(flag)
+    else:
+        name, raw = "TASKQUEUE_JOB_TIMEOUT", env.get("TASKQUEUE_JOB_TIMEOUT", "").strip()
+        if not raw:
+            return None
+    try:
+        value = float(raw.removesuffix("s"))
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    return math.ceil(value)
 
 
 def log_level(env: Mapping[str, str]) -> str:

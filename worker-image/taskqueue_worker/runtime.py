@@ -23,7 +23,7 @@ from typing import Any
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from rq import SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.connections import parse_connection
 from rq.exceptions import StopRequested
 from rq.job import Job
@@ -52,6 +52,8 @@ SHUTDOWN_REDIS_TIMEOUT = 2.0
 few tiny commands that a healthy Redis answers in milliseconds; 2 s still rides out a
 hiccup (a fork for BGSAVE), and the handful of them in a row stays far inside the 30 s a
 pod has after its job's timeout."""
+RQ_DEFAULT_TIMEOUT = Queue.DEFAULT_TIMEOUT
+"""What rq's `Queue.enqueue` stores as the timeout of a job enqueued without one (180 s)."""
 SCHEDULER_STOP_TIMEOUT = 3.0
 """Seconds rq's scheduler process gets to exit after its SIGTERM before it is killed. It
 sees the request after its current 1 s sleep, then releases its locks in milliseconds: 3 s
@@ -103,6 +105,8 @@ class _TaskqueueWorkerMixin:
     """
 
     health: Heartbeat | None = None
+    job_timeout: int | None = None
+    """The TaskQueue's jobTimeout: default and upper bound of every job's timeout."""
     stop_requested_early: bool = False
     max_connection_wait_time = 1.0  # rq's dequeue back-off cap (default 60 s)
     bound_redis_on_stop_request = True  # False where the job runs in this process
@@ -250,8 +254,10 @@ class _TaskqueueWorkerMixin:
             raise
 
     def execute_job(self, job: Job, queue: Any) -> None:
-        """rq's, noting a Redis that failed the bookkeeping after the job while stopping:
-        the rest of the shutdown then does not wait for it again."""
+        """rq's, with the job's timeout bounded by the TaskQueue's jobTimeout (see
+        `bound_job_timeout`), noting a Redis that failed the bookkeeping after the job
+        while stopping: the rest of the shutdown then does not wait for it again."""
+        bound_job_timeout(job, self.job_timeout)
         try:
             super().execute_job(job, queue)  # type: ignore[misc]
         except REDIS_DOWN as error:
@@ -351,6 +357,36 @@ class TaskqueueSimpleWorker(_TaskqueueWorkerMixin, SimpleWorker):
     bound_redis_on_stop_request = False
 
 
+def bound_job_timeout(job: Job, limit: int | None, rq_default: int = RQ_DEFAULT_TIMEOUT) -> None:
+    """Make `limit` (the TaskQueue's jobTimeout) the default and the upper bound of `job`'s
+    timeout, for this execution: rq reads `job.timeout` for everything that follows (the
+    work horse's death penalty, the parent's hard kill, the heartbeat and started-registry
+    TTLs), and the fork copies it into the horse. The job's hash in Redis keeps what its
+    producer asked for. The pod's grace period (jobTimeout + 30 s) then always covers a
+    running job: a scale-down never SIGKILLs one that would start over.
+
+    No timeout of its own: `limit`. rq's `Queue.enqueue` writes its default (180 s) into
+    every job enqueued without one, so exactly that value counts as none (raised or
+    lowered to `limit`, silently). Longer or infinite (-1): `limit`, logged once for this
+    execution. Shorter: kept."""
+    if limit is None:
+        return
+    asked = job.timeout
+    if asked is None or asked == rq_default:
+        job.timeout = limit
+        return
+    if asked == -1 or asked > limit:
+        log.warning(
+            "job %s asks for a timeout of %s; this worker's jobTimeout caps it to %ds "
+            "(the pod's grace period, jobTimeout + 30 s, must cover a running job)",
+            job.id,
+            "none (-1)" if asked == -1 else f"{asked:g}s",
+            limit,
+            extra={"job_id": job.id, "job_timeout": limit, "asked_timeout": asked},
+        )
+        job.timeout = limit
+
+
 def _silence(error: BaseException | None) -> str:
     if isinstance(error, redis.exceptions.TimeoutError):
         return f"Redis did not answer within {SHUTDOWN_REDIS_TIMEOUT:g}s"
@@ -410,6 +446,8 @@ class WorkerSettings:
     burst: bool = False
     max_jobs: int | None = None
     preload: tuple[str, ...] | list[str] = ()
+    job_timeout: int | None = None
+    """Default and upper bound of every job's timeout (jobTimeout); None: rq's rules."""
 
 
 def _status_fn(url: str, worker: Any) -> Any:
@@ -459,6 +497,7 @@ def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
         job_class=TaskqueueJob,
     )
     worker.hostname = settings.pod_name  # the operator maps worker hashes to pods by this
+    worker.job_timeout = settings.job_timeout
     worker.health = Heartbeat(
         settings.health_file, settings.health_interval, _status_fn(settings.redis_url, worker)
     )
@@ -470,6 +509,7 @@ def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
             "queues": settings.queues,
             "worker_class": settings.worker_class.value,
             "health_file": str(settings.health_file),
+            "job_timeout": settings.job_timeout,
         },
     )
     try:

@@ -2,12 +2,14 @@
 
 Usage::
 
-    taskqueue-worker [--worker-class fork|simple] [--burst] [--max-jobs N] QUEUE [QUEUE ...]
+    taskqueue-worker [--worker-class fork|simple] [--job-timeout SECONDS] [--burst]
+                     [--max-jobs N] QUEUE [QUEUE ...]
     taskqueue-worker --probe [--max-age SECONDS] [--ready]
 
 Queues are listened to in the order given (priority order). Environment: see
 :mod:`taskqueue_worker.config` (``REDIS_URL`` required, ``RQ_KEY_PREFIX``,
-``TASKQUEUE_WORKER_CLASS``, ``POD_NAME``, ``TASKQUEUE_HEALTH_FILE``...).
+``TASKQUEUE_WORKER_CLASS``, ``TASKQUEUE_JOB_TIMEOUT``, ``POD_NAME``,
+``TASKQUEUE_HEALTH_FILE``...).
 
 Exit codes: 0 after a warm shutdown (first SIGTERM/SIGINT: the running job
 finishes first) or a finished ``--burst``; 1 when the loop ends otherwise or on a
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="fork: a process per job (default, isolates jobs); simple: jobs run in-process "
         "(faster for tiny jobs). Default from TASKQUEUE_WORKER_CLASS.",
+    )
+    parser.add_argument(
+        "--job-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="default and upper bound of every job's timeout (the TaskQueue's "
+        "spec.worker.jobTimeout). Default from TASKQUEUE_JOB_TIMEOUT; neither: rq's rules.",
     )
     parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after N jobs")
@@ -100,6 +110,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             ),
             "log_level": level,
             "preload": config.preload_modules(env),
+            "job_timeout": config.job_timeout(args.job_timeout, env),
             "burst": args.burst,
             "max_jobs": args.max_jobs,
         }
