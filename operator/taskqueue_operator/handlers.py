@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from typing import Any
 
 import kopf
@@ -16,6 +14,7 @@ from taskqueue_operator.adapters.leader import LeaderElection
 from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
 from taskqueue_operator.reconcile.labels import MANAGED_BY, TASKQUEUE_LABEL
 from taskqueue_operator.registry import LoopRegistry
+from taskqueue_operator.settings import OperatorSettings
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY, TASKQUEUE_LABEL: kopf.PRESENT}
 _registry: LoopRegistry | None = None
@@ -34,8 +33,10 @@ def registry() -> LoopRegistry:
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """`memo.operator` is our OperatorSettings, put there by `main` (kopf.run(memo=...))."""
     global _registry
+    options: OperatorSettings = memo.operator
     # Our own group for kopf's bookkeeping, should it ever write any.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -48,24 +49,39 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
     load_config()
-    _registry = LoopRegistry(Kube(), post_event)
-    dashboard_port = int(os.environ.get("TASKQUEUE_DASHBOARD_PORT", "0"))
-    if dashboard_port:
+    _registry = LoopRegistry(Kube(), post_event, options.loop_settings())
+    if options.dashboard_port:
         from taskqueue_operator.dashboard import serve
 
-        _runners.append(await serve(_registry, dashboard_port))
-    election = os.environ.get("TASKQUEUE_LEADER_ELECTION_NAMESPACE")
-    if election:
+        _runners.append(await serve(_registry, options.dashboard_port, options.dashboard_host))
+    if options.leader_election_namespace:
         _registry.active = False
-        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-        leader = LeaderElection(kubernetes.client.CoordinationV1Api(), election, identity)
+        leader = LeaderElection(
+            kubernetes.client.CoordinationV1Api(),
+            options.leader_election_namespace,
+            options.identity,
+            name=options.leader_election_name,
+            lease_seconds=options.leader_election_lease_duration,
+            renew_deadline=options.leader_election_renew_deadline,
+            retry_period=options.leader_election_retry_period,
+        )
         _tasks.append(asyncio.create_task(leader.run(_registry.activate, _registry.deactivate)))
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    # The election first: a leader stops its loops, then releases the Lease, so a standby
+    # takes over at once instead of after the lease duration.
     for task in _tasks:
         task.cancel()
+    for task in _tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            logging.getLogger("taskqueue.leader").exception("leader election ended with")
+    _tasks.clear()
     for runner in _runners:
         await runner.cleanup()
     if _registry is not None:

@@ -1,8 +1,10 @@
 """Leader election on a coordination.k8s.io Lease, for several operator replicas.
 
 Only the leader runs the TaskQueue loops; standbys keep their watch caches warm and take
-over when the leader's lease expires. Writes are optimistic (resourceVersion), so two
-candidates can never both believe they won.
+over when the leader's lease expires, or within their retry period when the leader
+releases it on shutdown (as client-go's ReleaseOnCancel: the holder is cleared, so a
+rolling update does not wait out the lease). Writes are optimistic (resourceVersion), so
+two candidates can never both believe they won.
 """
 
 from __future__ import annotations
@@ -44,15 +46,19 @@ class LeaderElection:
         namespace: str,
         identity: str,
         name: str = "taskqueue-operator",
-        lease_seconds: int = 15,
-        renew_seconds: float = 3.0,
+        lease_seconds: float = 15.0,
+        renew_deadline: float = 10.0,
+        retry_period: float = 2.0,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.identity = identity
         self.name = name
         self.lease_seconds = lease_seconds
-        self.renew_seconds = renew_seconds
+        self.renew_deadline = renew_deadline
+        """While renewals fail, keep acting this long after the last good one (less than
+        the lease: we stop before a standby may take over)."""
+        self.retry_period = retry_period
         self.leading = False
 
     def try_acquire(self) -> bool:
@@ -60,7 +66,7 @@ class LeaderElection:
         now = _now()
         spec = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": self.lease_seconds,
+            "leaseDurationSeconds": max(1, round(self.lease_seconds)),
             "renewTime": _micro(now),
         }
         try:
@@ -76,11 +82,11 @@ class LeaderElection:
                 if conflict.status == 409:
                     return False
                 raise
-        holder = lease.spec.holder_identity
+        holder = lease.spec.holder_identity or ""
         renewed = _parse(lease.spec.renew_time) or now
         duration = lease.spec.lease_duration_seconds or self.lease_seconds
-        if holder != self.identity and renewed + timedelta(seconds=duration) > now:
-            return False  # someone else holds a live lease
+        if holder and holder != self.identity and renewed + timedelta(seconds=duration) > now:
+            return False  # someone else holds a live lease (an empty holder: released)
         if holder != self.identity:
             spec["acquireTime"] = _micro(now)
             spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
@@ -96,24 +102,74 @@ class LeaderElection:
                 return False
             raise
 
+    def release(self) -> bool:
+        """Give the lease up, if we hold it: holderIdentity cleared, renewTime now, so a
+        standby's next attempt takes it. True when released."""
+        try:
+            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        if lease.spec.holder_identity != self.identity:
+            return False  # lost it meanwhile: nothing of ours to release
+        now = _micro(_now())
+        body = {
+            "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
+            # What client-go writes on release: no holder, a 1 s lease renewed now.
+            "spec": {
+                "holderIdentity": "",
+                "leaseDurationSeconds": 1,
+                "renewTime": now,
+                "acquireTime": now,
+                "leaseTransitions": lease.spec.lease_transitions or 0,
+            },
+        }
+        try:
+            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+        except ApiException as error:
+            if error.status == 409:  # someone else wrote first: not ours any more
+                return False
+            raise
+        return True
+
     async def run(self, on_start: Callback, on_stop: Callback) -> None:
+        """Acquire or renew every `retry_period` until cancelled. Cancelled while leading
+        (the operator stops): `on_stop` first, so the loops are down before the lease is
+        released, then the release."""
         loop = asyncio.get_running_loop()
         renewed = 0.0
-        while True:
-            try:
-                leading = await asyncio.to_thread(self.try_acquire)
-                if leading:
-                    renewed = loop.time()
-            except Exception as error:
-                log.warning("leader election: %s", error)
-                # Keep acting only while our lease is surely still ours.
-                leading = self.leading and loop.time() - renewed < self.lease_seconds * 2 / 3
-            if leading and not self.leading:
-                log.info("%s is now the leader", self.identity)
-                self.leading = True
-                await on_start()
-            elif not leading and self.leading:
-                log.warning("%s lost the leadership", self.identity)
+        try:
+            while True:
+                try:
+                    leading = await asyncio.to_thread(self.try_acquire)
+                    if leading:
+                        renewed = loop.time()
+                except Exception as error:
+                    log.warning("leader election: %s", error)
+                    # Keep acting only while our lease is surely still ours.
+                    leading = self.leading and loop.time() - renewed < self.renew_deadline
+                if leading and not self.leading:
+                    log.info("%s is now the leader", self.identity)
+                    self.leading = True
+                    await on_start()
+                elif not leading and self.leading:
+                    log.warning("%s lost the leadership", self.identity)
+                    self.leading = False
+                    await on_stop()
+                await asyncio.sleep(self.retry_period)
+        except asyncio.CancelledError:
+            if self.leading:
                 self.leading = False
                 await on_stop()
-            await asyncio.sleep(self.renew_seconds)
+                await self._release_logged()
+            raise
+
+    async def _release_logged(self) -> None:
+        try:
+            released = await asyncio.wait_for(asyncio.to_thread(self.release), 5)
+        except Exception as error:  # the lease then expires on its own
+            log.warning("could not release the leader lease: %s", error)
+            return
+        if released:
+            log.info("%s released the leadership", self.identity)
