@@ -61,3 +61,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end -}}
+
+{{/* "true" when the replicas elect a leader on a Lease: several replicas, or asked for. */}}
+{{- define "taskqueue-operator.leaderElection" -}}
+{{- if or (gt (int .Values.replicaCount) 1) .Values.leaderElection.enabled -}}true{{- end -}}
+{{- end -}}
