@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from taskqueue_operator.api import models
+from taskqueue_operator.api import models, reference
 from taskqueue_operator.api.models import (
     GROUP,
     KIND,
@@ -84,6 +84,12 @@ def structural(
             node = {**inner, **{k: v for k, v in node.items() if k != "title"}}
         elif types == {"integer", "string"}:
             node["x-kubernetes-int-or-string"] = True
+            # Constraints of either branch (a quantity's pattern, a minimum) apply to the
+            # values of their own type, as in OpenAPI.
+            for option in options:
+                for key in ("pattern", "maxLength", "minimum", "maximum"):
+                    if key in option:
+                        node.setdefault(key, option[key])
         else:
             raise ValueError(f"cannot express a union of {types} in a structural schema")
     # JSON Schema 2020 has numeric exclusive bounds; Kubernetes' OpenAPI wants booleans.
@@ -159,6 +165,9 @@ def openapi_schema() -> dict[str, Any]:
     }
 
 
+READY_REASON = '.status.conditions[?(@.type=="Ready")].reason'
+
+
 def _column(name: str, path: str, kind: str = "integer", **extra: Any) -> dict[str, Any]:
     return {"name": name, "type": kind, "jsonPath": path, **extra}
 
@@ -198,6 +207,8 @@ def crd() -> dict[str, Any]:
                         },
                     },
                     "additionalPrinterColumns": [
+                        # "Is my queue healthy?": the Ready condition's reason, first.
+                        _column("Status", READY_REASON, "string"),
                         _column("Queues", ".status.queueNames", "string"),
                         _column("Pending", ".status.pending"),
                         _column("Running", ".status.running"),
@@ -218,22 +229,36 @@ def render() -> str:
     return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100)
 
 
+def render_reference() -> str:
+    """The README's field reference (between its markers), from this CRD's spec schema."""
+    return reference.render_reference(openapi_schema()["properties"]["spec"])
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write (or --check) the generated TaskQueue CRD.")
+    parser = argparse.ArgumentParser(
+        description="Write (or --check) the generated TaskQueue CRD and the README's reference."
+    )
     parser.add_argument("--check", action="store_true", help="fail if a checked-in copy differs")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="print the README's generated field reference (markers included) and exit",
+    )
     options = parser.parse_args(argv)
+    if options.reference:
+        print(render_reference())
+        return 0
     text = render()
     stale = [path for path in CRD_PATHS if not path.exists() or path.read_text() != text]
     readme = REPO_ROOT / "README.md"
     if readme.exists():
-        from taskqueue_operator.api.reference import update_readme
-
         current = readme.read_text()
-        if update_readme(current) != current:
+        updated = reference.update_readme(current, render_reference())
+        if updated != current:
             if options.check:
                 stale.append(readme)
             else:
-                readme.write_text(update_readme(current))
+                readme.write_text(updated)
                 print(f"wrote {readme}")
     if options.check:
         for path in stale:

@@ -1,40 +1,103 @@
-"""A strict pattern for the cron expressions Kubernetes CronJobs accept.
+"""The cron expressions Kubernetes CronJobs accept, as one pattern plus one range rule.
 
 The API server only parses a schedule when it validates a CronJob, which happens after
-our TaskQueue was accepted. So the CRD carries its own pattern: five fields with value
-ranges per field (minute 0-59, hour 0-23, day 1-31, month 1-12 or JAN-DEC, weekday 0-7
-or SUN-SAT), lists, ranges, steps, ``?`` in day fields, and the ``@daily``-style macros.
-The same regular expression runs in Python (RE2 and Python agree on this subset).
+our TaskQueue was accepted. So the CRD carries the same grammar as kube-apiserver 1.34
+(`cron.ParseStandard` of github.com/robfig/cron/v3 v3.0.1):
+
+- five fields: minute 0-59, hour 0-23, day of month 1-31, month 1-12 or JAN-DEC, day of
+  week 0-6 or SUN-SAT (robfig's bounds: `7` is refused), names case-insensitive, numbers
+  may carry leading zeros;
+- each field a comma list of `*`, `?` (robfig takes it as `*` in any field), `N` or `N-M`,
+  each optionally `/step` with step >= 1 (`N/step` means N to the field's maximum);
+- a range must not be reversed: `30-10` is refused ("beginning of range beyond end");
+- or a descriptor, case-sensitive: @yearly @annually @monthly @weekly @daily @midnight
+  @hourly, and `@every <Go duration>` (e.g. `@every 1h30m`).
+
+Stricter than robfig on purpose (kept simple, never looser): separators are spaces/tabs,
+empty list items (`1,,2`) and `*-5` are refused, `@every` takes no sign.
+
+`CRON_PATTERN` runs in Python and in the API server's RE2 (the same subset), and
+`CRON_RANGE_RULE` is the CEL twin of `_ranges_ascend`.
 """
 
 from __future__ import annotations
 
 import re
 
-_MONTHS = "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"
-_WEEKDAYS = "SUN|MON|TUE|WED|THU|FRI|SAT"
+_MONTH_NAMES = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"]
+_DAY_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
+NAME_VALUES = {name: i + 1 for i, name in enumerate(_MONTH_NAMES)} | {
+    name: i for i, name in enumerate(_DAY_NAMES)
+}
+_MONTHS = "(?i:" + "|".join(_MONTH_NAMES) + ")"
+_WEEKDAYS = "(?i:" + "|".join(_DAY_NAMES) + ")"
+_STEP = r"/0*[1-9][0-9]{0,8}"
 
 
-def _field(value: str, question_mark: bool = False) -> str:
-    item = rf"(\*|({value})(-({value}))?)(/[1-9][0-9]?)?"
-    listing = rf"{item}(,{item})*"
-    return rf"(\?|{listing})" if question_mark else listing
+def _field(value: str) -> str:
+    item = rf"(\*|\?|({value})(-({value}))?)({_STEP})?"
+    return rf"{item}(,{item})*"
 
 
 _FIELDS = [
-    _field(r"[0-5]?[0-9]"),  # minute
-    _field(r"[01]?[0-9]|2[0-3]"),  # hour
-    _field(r"0?[1-9]|[12][0-9]|3[01]", question_mark=True),  # day of month
-    _field(rf"0?[1-9]|1[0-2]|{_MONTHS}"),  # month
-    _field(rf"[0-7]|{_WEEKDAYS}", question_mark=True),  # day of week
+    _field(r"0*[1-5]?[0-9]"),  # minute
+    _field(r"0*(1?[0-9]|2[0-3])"),  # hour
+    _field(r"0*([1-9]|[12][0-9]|3[01])"),  # day of month
+    _field(rf"0*([1-9]|1[0-2])|{_MONTHS}"),  # month
+    _field(rf"0*[0-6]|{_WEEKDAYS}"),  # day of week
 ]
-_MACROS = "@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
+_GO_DURATION = r"(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h))+"
+_MACROS = rf"@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every {_GO_DURATION}"
 
-# Global flags first: Python requires it, and RE2 (the API server) accepts the same string.
-CRON_PATTERN = "(?i)^(" + _MACROS + "|" + r"[ \t]+".join(_FIELDS) + ")$"
+CRON_PATTERN = "^(" + _MACROS + "|[ \t]*" + "[ \t]+".join(_FIELDS) + "[ \t]*)$"
 _CRON = re.compile(CRON_PATTERN)
+_RANGE = re.compile(r"[0-9A-Za-z]+-[0-9A-Za-z]+")
+
+
+def _cel_value(token: str) -> str:
+    names = "{" + ", ".join(f"'{k}': {v}" for k, v in NAME_VALUES.items()) + "}"
+    return (
+        f"({token}.matches('^[0-9]+$') ? int({token}) : "
+        f"({token}.lowerAscii() in {names} ? {names}[{token}.lowerAscii()] : 0))"
+    )
+
+
+# Evaluated only on a schedule the pattern accepts (the `||` absorbs the rest): every
+# `a-b` token is then a range of one field, and names never collide across fields.
+_LOW, _HIGH = _cel_value("r.split('-')[0]"), _cel_value("r.split('-')[1]")
+CRON_RANGE_RULE = (
+    f"!self.matches(r'{CRON_PATTERN}') || self.startsWith('@') || "
+    f"self.findAll('{_RANGE.pattern}').all(r, {_LOW} <= {_HIGH})"
+)
+
+
+def _value(token: str) -> int:
+    return int(token) if token.isdigit() else NAME_VALUES[token.lower()]
+
+
+def _ranges_ascend(expression: str) -> bool:
+    if expression.startswith("@"):
+        return True
+    for found in _RANGE.findall(expression):
+        low, high = found.split("-")
+        if _value(low) > _value(high):
+            return False
+    return True
+
+
+def cron_error(expression: str) -> str | None:
+    """Why a CronJob would refuse this schedule, or None when it is accepted."""
+    if not _CRON.match(expression):
+        return (
+            "must be a cron expression with 5 fields (minute 0-59, hour 0-23, day 1-31, "
+            "month 1-12 or JAN-DEC, weekday 0-6 or SUN-SAT, e.g. '0 9 * * *') or a macro "
+            "such as @daily or @every 1h"
+        )
+    if not _ranges_ascend(expression):
+        return "has a range whose start is after its end (e.g. 30-10): write it low-high"
+    return None
 
 
 def is_valid_cron(expression: str) -> bool:
     """True for a schedule the CronJob controller will accept."""
-    return bool(_CRON.match(expression))
+    return cron_error(expression) is None

@@ -10,11 +10,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from taskqueue_operator.api.cron import CRON_PATTERN, is_valid_cron
+from taskqueue_operator.api.base import ApiModel, cel
+from taskqueue_operator.api.cron import CRON_PATTERN, CRON_RANGE_RULE, cron_error
 from taskqueue_operator.api.durations import DURATION_PATTERN, parse_duration
+from taskqueue_operator.api.kubernetes import (
+    DNS_LABEL_PATTERN,
+    DNS_SUBDOMAIN_PATTERN,
+    RESERVED_VOLUME,
+    EnvFromSource,
+    EnvVar,
+    ResourceRequirements,
+    Toleration,
+    Volume,
+    VolumeMount,
+    annotation_map,
+    embedded,
+    label_map,
+)
+from taskqueue_operator.api.timezones import TIME_ZONE_SET, TIME_ZONES
 
 GROUP = "taskqueue.dev"
 VERSION = "v1alpha1"
@@ -28,11 +44,11 @@ REQUEUE_ANNOTATION = f"{GROUP}/requeue-failed"
 
 DEFAULT_WORKER_IMAGE = "ghcr.io/taskqueue-dev/taskqueue-worker:0.1.0"
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
-DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 FUNCTION_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$"
 KEY_PREFIX_PATTERN = r"^[A-Za-z0-9_.\-]{1,32}$"
 REDIS_URL_PATTERN = r"^(rediss?|unix)://\S+$"
-TIMEZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"
+# batch validation's validTimeZoneCharacters, per `/`-separated part.
+TIMEZONE_PATTERN = r"^[A-Za-z.\-_0-9+]{1,14}(/[A-Za-z.\-_0-9+]{1,14})*$"
 MAX_QUEUES = 32
 MAX_SCHEDULES = 64
 # CronJob names are limited to 52 characters; ours are "<taskqueue>-<schedule>".
@@ -41,35 +57,51 @@ MAX_CRONJOB_NAME = 52
 Duration = Annotated[str, Field(pattern=DURATION_PATTERN, max_length=32)]
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One `x-kubernetes-validations` entry; `fieldPath` makes the error name the field."""
-    entry = {"rule": rule, "message": message}
-    if field_path:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-class ApiModel(BaseModel):
-    """camelCase on the wire, snake_case in Python, unknown fields refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
-    )
-
-
 def _preserve(description: str) -> dict[str, Any]:
     """Schema extras for embedded Kubernetes types we pass through untouched."""
     return {"x-kubernetes-preserve-unknown-fields": True, "description": description}
 
 
-def _kubernetes_list(kind: str, max_items: int, description: str) -> Any:
-    """A list of an embedded Kubernetes type (EnvVar, Volume...), passed through as is."""
-    return Field(
-        default_factory=list,
-        max_length=max_items,
-        json_schema_extra={"items": _preserve(f"A Kubernetes {kind}.") | {"type": "object"}},
-        description=description,
-    )
+def _kubernetes_list(max_items: int, description: str) -> Any:
+    """A list of an embedded Kubernetes type (see `kubernetes.embedded`)."""
+    return Field(default_factory=list, max_length=max_items, description=description)
+
+
+def _check_time_zone(name: str) -> str:
+    if name not in TIME_ZONE_SET:
+        raise ValueError(
+            f"unknown time zone {name!r}: use an IANA name such as UTC or Europe/Berlin"
+        )
+    return name
+
+
+def _check_cron(expression: str) -> str:
+    error = cron_error(expression)
+    if error:
+        raise ValueError(f"schedule {expression!r} {error}")
+    return expression
+
+
+TimeZone = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=TIMEZONE_PATTERN,
+        description="IANA time zone of the schedule (default: the controller manager's, "
+        "usually UTC), e.g. Europe/Berlin.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self in {list(TIME_ZONES)}",
+                    "timeZone must be an IANA time zone name such as UTC or Europe/Berlin",
+                    message_expression="'unknown time zone ' + self + ': use an IANA name "
+                    "such as UTC or Europe/Berlin'",
+                )
+            ]
+        },
+    ),
+    AfterValidator(_check_time_zone),
+]
 
 
 # ---------------------------------------------------------------------------- spec
@@ -169,20 +201,41 @@ def _url_has_password(url: str) -> bool:
     return "@" in netloc and ":" in netloc.split("@", 1)[0]
 
 
-class ResourceRequirements(ApiModel):
-    """CPU/memory requests and limits of each worker container."""
-
-    limits: dict[str, int | str] | None = None
-    requests: dict[str, int | str] | None = None
-
-
 class WorkerSpec(ApiModel):
     """The RQ worker pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.volumes) || self.volumes.all(v, "
+                    "self.volumes.exists_one(w, w.name == v.name))",
+                    "worker.volumes[].name must be unique",
+                    ".volumes",
+                ),
+                cel(
+                    "!has(self.volumeMounts) || self.volumeMounts.all(m, "
+                    "self.volumeMounts.exists_one(n, n.mountPath == m.mountPath))",
+                    "worker.volumeMounts[].mountPath must be unique",
+                    ".volumeMounts",
+                ),
+                cel(
+                    f"!has(self.volumeMounts) || self.volumeMounts.all(m, m.name == "
+                    f"'{RESERVED_VOLUME}' || (has(self.volumes) && "
+                    "self.volumes.exists(v, v.name == m.name)))",
+                    "worker.volumeMounts[].name must name one of worker.volumes",
+                    ".volumeMounts",
+                ),
+            ]
+        }
+    )
 
     image: str = Field(
         default=DEFAULT_WORKER_IMAGE,
         min_length=1,
         max_length=512,
+        # validateContainerCommon: no leading or trailing whitespace.
+        pattern=r"^\S(.*\S)?$",
         description="Worker image: ours, or yours built FROM it with your task code.",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
@@ -194,32 +247,28 @@ class WorkerSpec(ApiModel):
         max_length=128,
         description="Overrides the worker arguments (by default: worker class, then queues).",
     )
-    env: list[dict[str, Any]] = _kubernetes_list(
-        "EnvVar", 256, "Extra environment variables (Kubernetes EnvVar list)."
+    env: list[Annotated[dict[str, Any], embedded(EnvVar)]] = _kubernetes_list(
+        256, "Extra environment variables (Kubernetes EnvVar list)."
     )
-    env_from: list[dict[str, Any]] = _kubernetes_list(
-        "EnvFromSource",
-        64,
-        "Extra environment from ConfigMaps/Secrets (Kubernetes EnvFromSource list).",
+    env_from: list[Annotated[dict[str, Any], embedded(EnvFromSource)]] = _kubernetes_list(
+        64, "Extra environment from ConfigMaps/Secrets (Kubernetes EnvFromSource list)."
     )
     resources: ResourceRequirements | None = None
-    volumes: list[dict[str, Any]] = _kubernetes_list(
-        "Volume", 64, "Extra pod volumes, e.g. a PersistentVolumeClaim for Parquet results."
+    volumes: list[Annotated[dict[str, Any], embedded(Volume)]] = _kubernetes_list(
+        64, "Extra pod volumes, e.g. a PersistentVolumeClaim for Parquet results."
     )
-    volume_mounts: list[dict[str, Any]] = _kubernetes_list(
-        "VolumeMount", 64, "Where the extra volumes appear in the worker and schedule containers."
+    volume_mounts: list[Annotated[dict[str, Any], embedded(VolumeMount)]] = _kubernetes_list(
+        64, "Where the extra volumes appear in the worker and schedule containers."
     )
-    node_selector: dict[str, str] | None = None
-    tolerations: list[dict[str, Any]] | None = Field(
-        default=None,
-        max_length=64,
-        json_schema_extra={"items": _preserve("A Kubernetes Toleration.") | {"type": "object"}},
+    node_selector: label_map("nodeSelector") | None = None  # type: ignore[valid-type]
+    tolerations: list[Annotated[dict[str, Any], embedded(Toleration)]] | None = Field(
+        default=None, max_length=64
     )
     affinity: dict[str, Any] | None = Field(
         default=None, json_schema_extra=_preserve("A Kubernetes Affinity.")
     )
     service_account_name: str | None = Field(
-        default=None, max_length=253, pattern=DNS_LABEL_PATTERN
+        default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN
     )
     image_pull_secrets: list[LocalObjectReference] | None = Field(default=None, max_length=16)
     job_timeout: Duration = Field(
@@ -232,8 +281,23 @@ class WorkerSpec(ApiModel):
         description="fork: a child process per job (isolation, RQ's default); simple: jobs run "
         "in the worker process (faster, for trusted short jobs).",
     )
-    pod_labels: dict[str, str] | None = None
-    pod_annotations: dict[str, str] | None = None
+    pod_labels: label_map("podLabels") | None = None  # type: ignore[valid-type]
+    pod_annotations: annotation_map("podAnnotations") | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _volumes_and_mounts(self) -> WorkerSpec:
+        names = [v["name"] for v in self.volumes]
+        if len(set(names)) != len(names):
+            raise ValueError("worker.volumes[].name must be unique")
+        paths = [m["mountPath"] for m in self.volume_mounts]
+        if len(set(paths)) != len(paths):
+            raise ValueError("worker.volumeMounts[].mountPath must be unique")
+        for mount in self.volume_mounts:
+            if mount["name"] not in names and mount["name"] != RESERVED_VOLUME:
+                raise ValueError(
+                    f"worker.volumeMounts[].name {mount['name']!r} is not in worker.volumes"
+                )
+        return self
 
     @property
     def job_timeout_seconds(self) -> float:
@@ -317,22 +381,30 @@ class ScheduleSpec(ApiModel):
     """A periodic job: a CronJob that enqueues `function` on `queue` at `schedule`."""
 
     name: str = Field(min_length=1, max_length=40, pattern=DNS_LABEL_PATTERN)
-    schedule: str = Field(
+    schedule: Annotated[str, AfterValidator(_check_cron)] = Field(
         min_length=1,
         max_length=256,
-        description="Cron expression (5 fields or @daily-style macro), as for CronJobs.",
-        # A CEL rule rather than `pattern`, so the error is a sentence, not the regex.
+        description="Cron expression as CronJobs take it: 5 fields (minute 0-59, hour 0-23, "
+        "day 1-31, month 1-12 or JAN-DEC, weekday 0-6 or SUN-SAT; lists, low-high ranges, "
+        "steps) or a macro (@daily, @hourly..., @every 1h).",
+        # CEL rules rather than `pattern`, so the error is a sentence, not the regex.
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     f"self.matches(r'{CRON_PATTERN}')",
-                    "schedule must be a cron expression with 5 fields (minute hour day month "
-                    "weekday, e.g. '0 9 * * *') or a macro such as @daily",
-                )
+                    "schedule must be a cron expression with 5 fields (minute 0-59, hour 0-23, "
+                    "day 1-31, month 1-12 or JAN-DEC, weekday 0-6 or SUN-SAT, e.g. '0 9 * * *') "
+                    "or a macro such as @daily or @every 1h",
+                ),
+                cel(
+                    CRON_RANGE_RULE,
+                    "schedule has a range whose start is after its end (e.g. 30-10): "
+                    "write it low-high",
+                ),
             ]
         },
     )
-    time_zone: str | None = Field(default=None, max_length=64, pattern=TIMEZONE_PATTERN)
+    time_zone: TimeZone | None = None
     function: str = Field(
         max_length=512, pattern=FUNCTION_PATTERN, description="Dotted path, e.g. tasks.ingest.run."
     )
@@ -355,14 +427,6 @@ class ScheduleSpec(ApiModel):
     failure_ttl: Duration | None = None
     suspend: bool = False
     starting_deadline_seconds: int | None = Field(default=None, ge=1, le=86400)
-
-    @model_validator(mode="after")
-    def _valid_cron(self) -> ScheduleSpec:
-        if not is_valid_cron(self.schedule):
-            raise ValueError(
-                f"schedules[].schedule {self.schedule!r} is not a valid cron expression"
-            )
-        return self
 
 
 class TaskQueueSpec(ApiModel):
@@ -451,10 +515,30 @@ class WorkerCounts(ApiModel):
     idle: int = 0
 
 
-class Condition(ApiModel):
-    """A Kubernetes-style condition."""
+# The condition types the operator writes: kstatus's three (so `kubectl wait
+# --for=condition=Ready` and kstatus readers work), then ours. `type` stays an open string
+# (an older or newer operator may write others); this tuple documents the set.
+CONDITION_TYPES = (
+    "Ready",
+    "Reconciling",
+    "Stalled",
+    "RedisReachable",
+    "DeadLetters",
+    "ScalingLimited",
+    "RedisEvictionSafe",
+    "WorkersSuspended",
+    "ChildrenApplied",
+)
 
-    type: str
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (kstatus), with the generation it was computed for."""
+
+    type: str = Field(
+        min_length=1,
+        max_length=316,
+        description="One of " + ", ".join(CONDITION_TYPES) + ".",
+    )
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
     message: str = ""

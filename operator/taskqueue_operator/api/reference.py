@@ -1,10 +1,15 @@
-"""The README's TaskQueue reference, generated from the CRD schema (itself from the models)."""
+"""The README's TaskQueue reference: a Markdown table rendered from the CRD's spec schema.
+
+Pure rendering, no imports of our own: `crd.py` passes the schema in (`taskqueue-crd
+--reference` prints the block; `taskqueue-crd` writes it into the README between the
+markers; `--check` and a unit test fail when it drifts). Values print as JSON
+(`true`, `"rq"`), as users write them in YAML.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
-
-from taskqueue_operator.api.crd import openapi_schema
 
 BEGIN = "<!-- BEGIN GENERATED REFERENCE (taskqueue-crd --reference) -->"
 END = "<!-- END GENERATED REFERENCE -->"
@@ -21,14 +26,18 @@ def _type(node: dict[str, Any]) -> str:
     return str(kind)
 
 
+def _value(value: Any) -> str:
+    return f"`{json.dumps(value)}`"
+
+
 def _constraints(node: dict[str, Any]) -> str:
     parts = []
     if "enum" in node:
-        parts.append("one of " + ", ".join(f"`{v}`" for v in node["enum"]))
+        parts.append("one of " + ", ".join(_value(v) for v in node["enum"]))
     if "minimum" in node or "maximum" in node:
         parts.append(f"{node.get('minimum', '')}..{node.get('maximum', '')}")
     if "default" in node and node["default"] != {}:
-        parts.append(f"default `{node['default']}`")
+        parts.append(f"default {_value(node['default'])}")
     return "; ".join(parts)
 
 
@@ -47,8 +56,8 @@ def _rows(node: dict[str, Any], path: str, required: set[str]) -> list[str]:
     return rows
 
 
-def render_reference() -> str:
-    spec = openapi_schema()["properties"]["spec"]
+def render_reference(spec: dict[str, Any]) -> str:
+    """The generated block, markers included, for the spec's structural schema."""
     lines = [
         BEGIN,
         "| Field | Type | Description |",
@@ -59,7 +68,7 @@ def render_reference() -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str) -> str:
-    """Replace the generated block of the README (between the markers)."""
+def update_readme(text: str, block: str) -> str:
+    """Replace the generated block of the README (between the markers) with `block`."""
     start, end = text.index(BEGIN), text.index(END) + len(END)
-    return text[:start] + render_reference() + text[end:]
+    return text[:start] + block + text[end:]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
+import pytest
 import yaml
-from taskqueue_operator.api import crd
+from taskqueue_operator.api import crd, cron, models, reference
+from taskqueue_operator.api import kubernetes as kube
 
 
 def walk(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -63,7 +67,20 @@ def test_status_fields_are_all_declared() -> None:
 def test_columns_and_subresources() -> None:
     version = crd.crd()["spec"]["versions"][0]
     names = [c["name"].upper() for c in version["additionalPrinterColumns"] if "priority" not in c]
-    assert names == ["QUEUES", "PENDING", "RUNNING", "DEAD", "WORKERS", "DESIRED", "READY", "AGE"]
+    assert names == [
+        "STATUS",
+        "QUEUES",
+        "PENDING",
+        "RUNNING",
+        "DEAD",
+        "WORKERS",
+        "DESIRED",
+        "READY",
+        "AGE",
+    ]
+    status = version["additionalPrinterColumns"][0]
+    assert status["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert status["type"] == "string"
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert "status" in version["subresources"]
 
@@ -103,8 +120,115 @@ def test_structural_rewrites_optional_and_int_or_string() -> None:
     }
 
 
-def test_readme_reference_is_generated() -> None:
-    from taskqueue_operator.api.reference import update_readme
+def test_readme_reference_is_generated(capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (crd.REPO_ROOT / "README.md").read_text()
+    # The marker names the flag that prints the block: it exists and prints exactly it.
+    assert "taskqueue-crd --reference" in reference.BEGIN
+    assert crd.main(["--reference"]) == 0
+    block = capsys.readouterr().out.rstrip("\n")
+    assert block == crd.render_reference()
+    assert block in readme, "run `taskqueue-crd`"
+    assert reference.update_readme(readme, block) == readme
 
-    readme = crd.REPO_ROOT / "README.md"
-    assert update_readme(readme.read_text()) == readme.read_text(), "run `taskqueue-crd`"
+
+def test_reference_prints_yaml_values_not_python() -> None:
+    block = crd.render_reference()
+    assert "`True`" not in block and "`False`" not in block
+    assert "default `true`" in block  # protectBusyWorkers
+    assert "default `false`" in block  # schedules[].suspend
+    assert 'default `"360s"`' in block
+
+
+def test_reference_does_not_import_crd() -> None:
+    # api/crd.py and api/reference.py used to import each other.
+    code = (
+        "import sys, taskqueue_operator.api.reference; "
+        "sys.exit('taskqueue_operator.api.crd' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def _spec() -> dict[str, Any]:
+    return crd.openapi_schema()["properties"]["spec"]
+
+
+def _worker() -> dict[str, Any]:
+    return _spec()["properties"]["worker"]["properties"]
+
+
+def test_embedded_kubernetes_lists_have_real_schemas() -> None:
+    worker = _worker()
+    for name in ("env", "envFrom", "volumes", "volumeMounts", "tolerations"):
+        items = worker[name]["items"]
+        assert "x-kubernetes-preserve-unknown-fields" not in items, name
+        assert items["type"] == "object" and items["properties"], name
+        assert "maxItems" in worker[name], f"{name}: CEL iterates it, so it must be bounded"
+    assert worker["env"]["items"]["required"] == ["name"]
+    assert worker["volumes"]["items"]["required"] == ["name"]
+    assert set(worker["volumeMounts"]["items"]["required"]) == {"name", "mountPath"}
+    # Only the opaque volume sources (and affinity) keep unknown fields.
+    preserved = [
+        path
+        for path, node in walk(crd.openapi_schema())
+        if node.get("x-kubernetes-preserve-unknown-fields")
+    ]
+    allowed = {f".spec.worker.volumes[].{n}" for n in kube.OPAQUE_VOLUME_SOURCES} | {
+        ".spec.worker.affinity",
+        ".spec.schedules[].args[]",
+        ".spec.schedules[].kwargs",
+    }
+    assert set(preserved) <= allowed, set(preserved) - allowed
+
+
+def test_quantities_are_int_or_string_with_the_grammar() -> None:
+    for what in ("limits", "requests"):
+        values = _worker()["resources"]["properties"][what]["additionalProperties"]
+        assert values == {
+            "x-kubernetes-int-or-string": True,
+            "minimum": 0,
+            "pattern": kube.QUANTITY_PATTERN,
+        }
+    sizes = _worker()["volumes"]["items"]["properties"]["emptyDir"]["properties"]["sizeLimit"]
+    assert sizes["pattern"] == kube.QUANTITY_PATTERN
+
+
+def test_cel_iterates_only_bounded_lists_and_maps() -> None:
+    # The API server estimates each rule's cost from maxItems / maxProperties / maxLength:
+    # every list or map a rule walks must carry a bound (the e2e test installs the CRD,
+    # which is where an over-budget rule is refused).
+    for path, node in walk(crd.openapi_schema()):
+        rules = " ".join(r["rule"] for r in node.get("x-kubernetes-validations", []))
+        if ".all(" in rules or ".exists" in rules or ".filter(" in rules:
+            if node.get("type") == "array":
+                assert "maxItems" in node, path
+            if node.get("type") == "object" and "additionalProperties" in node:
+                assert "maxProperties" in node, path
+    schedule = _spec()["properties"]["schedules"]["items"]["properties"]["schedule"]
+    assert schedule["maxLength"] <= 256
+    assert _spec()["properties"]["schedules"]["maxItems"] == models.MAX_SCHEDULES
+
+
+def test_time_zone_rule_lists_the_checked_in_zones() -> None:
+    zone = _spec()["properties"]["schedules"]["items"]["properties"]["timeZone"]
+    (rule,) = zone["x-kubernetes-validations"]
+    assert rule["rule"].startswith("self in [")
+    for name in ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"):
+        assert f"'{name}'" in rule["rule"]
+    assert "Mars/Olympus" not in rule["rule"] and "'Local'" not in rule["rule"]
+    assert "self" in rule["messageExpression"]
+
+
+def test_cron_rules_are_the_python_ones() -> None:
+    schedule = _spec()["properties"]["schedules"]["items"]["properties"]["schedule"]
+    rules = [r["rule"] for r in schedule["x-kubernetes-validations"]]
+    assert rules[0] == f"self.matches(r'{cron.CRON_PATTERN}')"
+    assert rules[1] == cron.CRON_RANGE_RULE
+
+
+def test_condition_types_are_documented() -> None:
+    conditions = crd.openapi_schema()["properties"]["status"]["properties"]["conditions"]
+    item = conditions["items"]["properties"]
+    for kind in ("Ready", "Reconciling", "Stalled", "WorkersSuspended", "ChildrenApplied"):
+        assert kind in item["type"]["description"]
+    assert "enum" not in item["type"]  # open: an older or newer operator may write others
+    assert item["observedGeneration"]["type"] == "integer"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import re
+import zoneinfo
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,9 @@ import pytest
 import yaml
 from taskqueue_operator.api.cron import is_valid_cron
 from taskqueue_operator.api.durations import format_duration, parse_duration
+from taskqueue_operator.api.kubernetes import parse_quantity, resource_name_error
 from taskqueue_operator.api.models import TaskQueue, TaskQueueSpec
+from taskqueue_operator.api.timezones import TIME_ZONES
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "taskqueue.yaml"
 
@@ -60,6 +65,25 @@ def test_minimal_spec_defaults() -> None:
             "cron",
         ),
         (
+            {"schedules": [{"name": "a", "schedule": "30-10 * * * *", "function": "m.f"}]},
+            "start is after its end",
+        ),
+        (
+            {
+                "schedules": [
+                    {
+                        "name": "a",
+                        "schedule": "@daily",
+                        "function": "m.f",
+                        "timeZone": "Mars/Olympus",
+                    }
+                ]
+            },
+            "unknown time zone",
+        ),
+        ({"worker": {"resources": {"limits": {"cpu": "lots"}}}}, "quantity"),
+        ({"worker": {"env": [{"name": "A=B"}]}}, "pattern"),
+        (
             {
                 "schedules": [
                     {"name": "a", "schedule": "@daily", "function": "m.f"},
@@ -82,7 +106,29 @@ def test_invalid_specs_are_refused(overrides: dict[str, Any], message: str) -> N
 
 @pytest.mark.parametrize(
     "expression",
-    ["* * * * *", "0 9 * * *", "*/15 0-6 1,15 * MON-FRI", "0 0 ? JAN SUN", "@daily", "5 4 * * 7"],
+    [
+        "* * * * *",
+        "0 9 * * *",
+        "*/15 0-6 1,15 * MON-FRI",
+        "0 0 ? JAN SUN",
+        "@daily",
+        "@midnight",
+        "5 4 * * 6",
+        "10-30 * * * *",
+        "30-30 * * * *",
+        "5/15 * * * *",
+        "? ? ? ? ?",
+        "007 08 01 01 00",
+        "0 0 1 jan-Dec sun-SAT",
+        "0 0 1 FEB-NOV/2 *",
+        "*/100 * * * *",
+        "  0 9 * * *  ",
+        "0\t9 * * *",
+        "@every 5m",
+        "@every 1h30m",
+        "@every 1.5h",
+        "@every 500ms",
+    ],
 )
 def test_valid_cron(expression: str) -> None:
     assert is_valid_cron(expression)
@@ -99,9 +145,32 @@ def test_valid_cron(expression: str) -> None:
         "* * * 13 *",
         "* * * * 8",
         "*/0 * * * *",
-        "@every 5m",
+        "@every 5",
+        "@every",
+        "@every -5m",
+        "@DAILY",
+        "@daily ",
+        "@reboot",
         "TZ=UTC 0 9 * * *",
+        "CRON_TZ=UTC 0 9 * * *",
         "* * * * * *",
+        # robfig/cron's day of week is 0-6 (7 is refused by the API server).
+        "5 4 * * 7",
+        "* * * * 0-7",
+        # Reversed ranges: "beginning of range beyond end of range".
+        "30-10 * * * *",
+        "* 23-1 * * *",
+        "* * 31-1 * *",
+        "* * * DEC-JAN *",
+        "* * * 12-1 *",
+        "* * * * SAT-SUN",
+        "1,30-10 * * * *",
+        # Names only where the field takes them.
+        "MON * * * *",
+        "* * * JAN-MON *",
+        "1-2-3 * * * *",
+        "1,,2 * * * *",
+        "*-5 * * * *",
     ],
 )
 def test_invalid_cron(expression: str) -> None:
@@ -147,3 +216,78 @@ def test_tls_with_a_rediss_url_or_a_secret_url() -> None:
     # With urlFrom the scheme is only known at run time: the operator reports a mismatch.
     secret_url = {"urlFrom": {"secretKeyRef": {"name": "r", "key": "url"}}, "tls": {}}
     assert TaskQueueSpec.model_validate(minimal_spec(redis=secret_url)).redis.tls is not None
+
+
+def test_embedded_lists_stay_the_dicts_the_user_wrote() -> None:
+    env = [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+    volumes = [{"name": "d", "nfs": {"server": "s", "path": "/x"}}]
+    resources = {"limits": {"cpu": "500m", "memory": 1024}}
+    spec = TaskQueueSpec.model_validate(
+        minimal_spec(worker={"env": env, "volumes": volumes, "resources": resources})
+    )
+    assert spec.worker.env == env and isinstance(spec.worker.env[0], dict)
+    assert spec.worker.volumes == volumes
+    assert spec.worker.resources is not None
+    assert spec.worker.resources.model_dump(exclude_none=True) == resources
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("0", 0),
+        ("500m", Fraction(1, 2)),
+        ("1.5", Fraction(3, 2)),
+        (".5", Fraction(1, 2)),
+        ("1.", 1),
+        ("+2", 2),
+        ("2Ki", 2048),
+        ("1Gi", 2**30),
+        ("3k", 3000),
+        ("1e3", 1000),
+        ("1E-3", Fraction(1, 1000)),
+        ("5n", Fraction(5, 10**9)),
+        ("7u", Fraction(7, 10**6)),
+        (12, 12),
+    ],
+)
+def test_parse_quantity(text: str | int, value: Fraction) -> None:
+    assert parse_quantity(text) == value
+
+
+@pytest.mark.parametrize("text", ["lots", "", "-1", "1GB", "1.5.5", "1 Gi", "e3", "1e", "Gi", -1])
+def test_parse_quantity_refuses(text: str | int) -> None:
+    with pytest.raises(ValueError):
+        parse_quantity(text)
+
+
+def test_time_zones_are_what_the_api_server_takes() -> None:
+    part = re.compile(r"^[A-Za-z.\-_0-9+]{1,14}$")  # batch validation's validTimeZoneCharacters
+    assert "UTC" in TIME_ZONES and "Europe/Berlin" in TIME_ZONES
+    assert list(TIME_ZONES) == sorted(set(TIME_ZONES))
+    for name in TIME_ZONES:
+        assert name.lower() != "local"
+        assert all(part.match(p) and not p.startswith("-") for p in name.split("/")), name
+        zoneinfo.ZoneInfo(name)  # the operator (and the worker's enqueuer) can load it too
+    for name in ("Mars/Olympus", "Local", "localtime", ""):
+        assert name not in TIME_ZONES
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("cpu", True),
+        ("memory", True),
+        ("ephemeral-storage", True),
+        ("hugepages-2Mi", True),
+        ("example.com/gpu", True),
+        ("nvidia.com/gpu", True),
+        ("kubernetes.io/anything", True),
+        ("gpu", False),
+        ("requests.example.com/gpu", False),
+        ("Example.com/gpu", False),
+        ("example.com/", False),
+        ("a/b/c", False),
+    ],
+)
+def test_container_resource_names(name: str, ok: bool) -> None:
+    assert (resource_name_error(name) is None) == ok

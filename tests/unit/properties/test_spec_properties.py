@@ -36,9 +36,27 @@ json_values = st.recursive(
     max_leaves=6,
 )
 crons = st.one_of(
-    st.sampled_from(["* * * * *", "0 9 * * *", "*/5 0-6 * * MON-FRI", "@daily", "61 * * * *"]),
+    st.sampled_from(
+        [
+            "* * * * *",
+            "0 9 * * *",
+            "*/5 0-6 * * MON-FRI",
+            "@daily",
+            "@every 90s",
+            "61 * * * *",
+            "30-10 * * * *",
+            "0 9 * * 7",
+        ]
+    ),
     st.text(max_size=20),
 )
+# Env names as Kubernetes 1.34 takes them (printable ASCII but '=') and a few it refuses.
+env_names = st.text(st.characters(min_codepoint=0x1F, max_codepoint=0x7F), min_size=0, max_size=8)
+quantities = st.one_of(
+    st.integers(-2, 4096),
+    st.sampled_from(["500m", "1", "1.5", "2Gi", "1e3", "lots", "-1", "1GB", ""]),
+)
+time_zones = st.sampled_from(["UTC", "Europe/Berlin", "Mars/Olympus", "Local", ""])
 
 
 @st.composite
@@ -60,8 +78,23 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
                     "jobTimeout": durations,
                     "workerClass": st.sampled_from(["fork", "simple", "thread"]),
                     "env": st.lists(
-                        st.fixed_dictionaries({"name": names, "value": st.text(max_size=5)}),
+                        st.fixed_dictionaries({"name": env_names, "value": st.text(max_size=5)}),
                         max_size=2,
+                    ),
+                    "resources": st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "limits": st.dictionaries(
+                                st.sampled_from(["cpu", "memory", "example.com/gpu", "gpu"]),
+                                quantities,
+                                max_size=3,
+                            ),
+                            "requests": st.dictionaries(
+                                st.sampled_from(["cpu", "memory", "example.com/gpu"]),
+                                quantities,
+                                max_size=3,
+                            ),
+                        },
                     ),
                 },
             )
@@ -92,6 +125,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
                 optional={
                     "queue": st.sampled_from([*queues, "other"]) if queues else st.just("other"),
                     "args": st.lists(json_values, max_size=3),
+                    "timeZone": time_zones,
                     "kwargs": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
                 },
             ),
