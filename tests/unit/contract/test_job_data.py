@@ -11,7 +11,7 @@ import zlib
 from decimal import Decimal
 from pathlib import Path
 
-from taskqueue_operator.cli import safe_pickle
+from taskqueue_contract import job_data as safe_pickle
 
 
 class Order:

@@ -1,4 +1,4 @@
-"""Read RQ's pickled job data without importing (or running) any application code.
+"""Read RQ's job data (pickles, compressed tracebacks) without running application code.
 
 The plugin runs on an operator's laptop without the app's packages, and unpickling
 arbitrary data from Redis with `pickle.loads` would run whatever the pickle names.
@@ -9,6 +9,8 @@ can still print `<myapp.Order(42)>` and say which classes it did not load.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import json
 import pickle
@@ -150,6 +152,20 @@ def decompress(raw: bytes) -> bytes:
         return zlib.decompress(raw)
     except zlib.error:
         return raw
+
+
+def exception_text(raw: bytes | str | None) -> str | None:
+    """A failure's traceback as RQ stores it (`exc_string`: base64 of zlib), decoded.
+
+    Plain text (older RQ, other writers) is returned as it is; nothing -> None.
+    """
+    if not raw:
+        return None
+    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        return zlib.decompress(base64.b64decode(data, validate=True)).decode(errors="replace")
+    except (binascii.Error, zlib.error, ValueError):
+        return data.decode(errors="replace")
 
 
 def function_name(raw_data: bytes | None) -> str | None:

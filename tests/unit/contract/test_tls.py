@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 from redis.connection import SSLConnection, parse_url
-from taskqueue_worker import config
-from taskqueue_worker.redis_tls import (
+from taskqueue_contract.tls import (
     TLSConfigError,
     url_with_tls,
     url_with_tls_files,
     url_with_tls_from_env,
     write_private,
 )
+from taskqueue_worker import config
 
 
 def test_files_land_in_the_query_that_redis_py_hands_to_its_ssl_connection() -> None:
@@ -82,3 +82,38 @@ def test_certificates_with_a_plain_url_are_a_config_error() -> None:
     env = {"REDIS_URL": "redis://redis:6379/0", "REDIS_TLS_CA_CERT": "ca-pem"}
     with pytest.raises(config.ConfigError, match=r"REDIS_TLS_.*URL is redis://"):
         config.redis_url(env)
+
+
+def test_secret_refs_name_every_key_the_spec_points_at(tmp_path: Path) -> None:
+    from taskqueue_contract.tls import URL, resolve_url, secret_refs
+
+    spec = {
+        "urlFrom": {"secretKeyRef": {"name": "redis", "key": "url"}},
+        "tls": {
+            "caFrom": {"secretKeyRef": {"name": "ca", "key": "ca.crt"}},
+            "clientCertificateSecretRef": {"name": "client"},
+        },
+    }
+    inline, refs = secret_refs(spec)
+    assert inline is None
+    assert [(r.name, r.key, r.role) for r in refs] == [
+        ("redis", "url", URL),
+        ("ca", "ca.crt", "ssl_ca_certs"),
+        ("client", "tls.crt", "ssl_certfile"),
+        ("client", "tls.key", "ssl_keyfile"),
+    ]
+    values = {ref: f"PEM {ref.key}" for ref in refs}
+    values[refs[0]] = " rediss://redis:6380/0\n"
+    url = resolve_url(inline, values, tmp_path)
+    assert url.startswith("rediss://redis:6380/0?ssl_ca_certs=")
+    assert parse_url(url)["ssl_keyfile"].startswith(str(tmp_path))
+
+
+def test_an_inline_url_needs_no_secret() -> None:
+    from taskqueue_contract.tls import resolve_url, secret_refs
+
+    inline, refs = secret_refs({"url": "redis://r:6379/0"})
+    assert (inline, refs) == ("redis://r:6379/0", ())
+    assert resolve_url(inline, {}) == "redis://r:6379/0"
+    with pytest.raises(ValueError, match="neither url nor urlFrom"):
+        resolve_url(None, {})
