@@ -8,25 +8,30 @@ their current job and its `meta['progress']`.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import zlib
+import time
 from importlib import resources
 from typing import Any
 
 import redis.exceptions
 from aiohttp import web
+from taskqueue_contract import registries
+from taskqueue_contract.job_data import decompress, exception_text, loads
+from taskqueue_contract.keys import Keys
 
-from taskqueue_operator.cli.safe_pickle import decompress, loads
 from taskqueue_operator.registry import LoopRegistry
 
 DLQ_LIMIT = 50
 
 
-async def _dead_letters(client: Any, prefix: str, queues: list[str]) -> list[dict[str, Any]]:
+async def _dead_letters(
+    client: Any, prefix: str, queues: list[str], now: float | None = None
+) -> list[dict[str, Any]]:
+    """The newest live dead letters: the entries the status's DEAD column counts."""
+    keys = Keys(prefix)
+    now = time.time() if now is None else now
     pipe = client.pipeline(transaction=False)
     for queue in queues:
-        pipe.zrevrange(f"{prefix}:failed:{queue}", 0, DLQ_LIMIT - 1, withscores=True)
+        registries.live_entries(pipe, keys.failed(queue), now, newest_first=True, limit=DLQ_LIMIT)
     found: list[dict[str, Any]] = []
     for queue, entries in zip(queues, await pipe.execute(), strict=True):
         for job_id, _score in entries:
@@ -35,8 +40,8 @@ async def _dead_letters(client: Any, prefix: str, queues: list[str]) -> list[dic
         return []
     pipe = client.pipeline(transaction=False)
     for job in found:
-        pipe.hmget(f"{prefix}:job:{job['id']}", "description", "ended_at")
-        pipe.xrevrange(f"{prefix}:results:{job['id']}", count=1)
+        pipe.hmget(keys.job(job["id"]), "description", "ended_at")
+        pipe.xrevrange(keys.results(job["id"]), count=1)
     replies = await pipe.execute()
     for index, job in enumerate(found):
         description, ended = replies[2 * index]
@@ -44,7 +49,7 @@ async def _dead_letters(client: Any, prefix: str, queues: list[str]) -> list[dic
         exception = ""
         if results:
             fields = results[0][1]
-            text = _exception_text(fields.get(b"exc_string") or b"")
+            text = (exception_text(fields.get(b"exc_string")) or "").strip()
             exception = text.splitlines()[-1] if text else ""
         job.update(
             description=(description or b"").decode(errors="replace"),
@@ -54,20 +59,13 @@ async def _dead_letters(client: Any, prefix: str, queues: list[str]) -> list[dic
     return found[:DLQ_LIMIT]
 
 
-def _exception_text(raw: bytes) -> str:
-    """RQ stores a failure's traceback base64-encoded and zlib-compressed."""
-    try:
-        return zlib.decompress(base64.b64decode(raw)).decode(errors="replace").strip()
-    except (binascii.Error, zlib.error, ValueError):
-        return raw.decode(errors="replace").strip()
-
-
 async def _progress(client: Any, prefix: str, job_ids: list[str]) -> dict[str, float | None]:
     if not job_ids:
         return {}
+    keys = Keys(prefix)
     pipe = client.pipeline(transaction=False)
     for job_id in job_ids:
-        pipe.hget(f"{prefix}:job:{job_id}", "meta")
+        pipe.hget(keys.job(job_id), "meta")
     progress: dict[str, float | None] = {}
     for job_id, raw in zip(job_ids, await pipe.execute(), strict=True):
         meta = loads(decompress(raw)).value if raw else None

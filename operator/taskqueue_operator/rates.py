@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from taskqueue_contract import timestamps
+
 from taskqueue_operator.observation import RedisObservation
 
 WINDOW_SECONDS = 600.0
@@ -52,11 +54,5 @@ class OutcomeWindow:
 
 
 def _born_after(birth: str, moment: float) -> bool:
-    from datetime import datetime
-
-    if not birth:
-        return False
-    try:
-        return datetime.fromisoformat(birth.replace("Z", "+00:00")).timestamp() > moment
-    except ValueError:
-        return False
+    born = timestamps.epoch(birth)
+    return born is not None and born > moment

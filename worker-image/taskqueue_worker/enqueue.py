@@ -39,6 +39,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from taskqueue_contract import durations
+from taskqueue_contract import env as names
+from taskqueue_contract.keys import Keys
+
 from taskqueue_worker import config
 
 EXIT_OK = 0
@@ -49,8 +53,6 @@ EXIT_REDIS = 4
 
 DEFAULT_IDEMPOTENCY_TTL = 7 * 24 * 3600
 MAX_KEY_LENGTH = 512
-_DURATION_RE = re.compile(r"(-?\d+)([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _SLUG_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _IDENTIFIER_PATH_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
 
@@ -143,10 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_duration(raw: str, option: str, allow_forever: bool = False) -> int:
-    match = _DURATION_RE.fullmatch(raw.strip())
-    if not match:
-        raise UsageError(f"{option} must be seconds or a duration like 90s, 15m, 2h, got {raw!r}")
-    value = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    """Whole seconds (rounded up) of `raw`: bare seconds or a duration like 90s, 1h30m, 7d."""
+    text = raw.strip()
+    sign = -1 if text.startswith("-") else 1
+    try:
+        value = sign * durations.whole_seconds(durations.parse_seconds(text.removeprefix("-")))
+    except ValueError:
+        raise UsageError(
+            f"{option} must be seconds or a duration like 90s, 15m, 1h30m, got {raw!r}"
+        ) from None
     if allow_forever and value == -1:
         return -1
     if value <= 0:
@@ -196,11 +203,7 @@ def parse_request(argv: Sequence[str], env: Mapping[str, str]) -> EnqueueRequest
     if ns.retry_max is not None and ns.retry_max < 1:
         raise UsageError(f"--retry-max must be >= 1, got {ns.retry_max}")
 
-    key = (
-        ns.idempotency_key
-        if ns.idempotency_key is not None
-        else env.get("TASKQUEUE_IDEMPOTENCY_KEY")
-    )
+    key = ns.idempotency_key if ns.idempotency_key is not None else env.get(names.IDEMPOTENCY_KEY)
     key = key.strip() if key else None
     if key and len(key) > MAX_KEY_LENGTH:
         raise UsageError(f"idempotency key longer than {MAX_KEY_LENGTH} characters")
@@ -268,8 +271,8 @@ def enqueue(request: EnqueueRequest, connection: Any) -> Outcome:
     from redis.exceptions import WatchError
     from rq import Queue, Retry
     from rq.defaults import RQ_KEY_PREFIX
-    from rq.job import Job
 
+    keys = Keys(RQ_KEY_PREFIX)
     queue = Queue(request.queue, connection=connection)
     retry = (
         Retry(max=request.retry_max, interval=request.retry_intervals or 0)
@@ -292,8 +295,8 @@ def enqueue(request: EnqueueRequest, connection: Any) -> Outcome:
     job_id = request.job_id
     assert job_id is not None
     options["meta"] = {"idempotency_key": request.idempotency_key}
-    marker = f"{RQ_KEY_PREFIX}:taskqueue:enqueued:{request.digest}"
-    job_key = Job.key_for(job_id)
+    marker = keys.own("enqueued", request.digest)
+    job_key = keys.job(job_id)
     with connection.pipeline() as pipe:
         while True:
             try:

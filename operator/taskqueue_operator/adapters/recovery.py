@@ -24,8 +24,10 @@ from rq import Queue
 from rq.defaults import RQ_KEY_PREFIX
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.registry import FailedJobRegistry
 from rq.utils import now
+from taskqueue_contract import env as contract_env
+from taskqueue_contract.keys import Keys
 
 from taskqueue_operator.reconcile.abandoned import AbandonedJob
 
@@ -55,9 +57,10 @@ def _recover_one(connection: redis.Redis, abandoned: AbandonedJob, policy: Polic
     def result(action: str) -> Recovered:
         return Recovered(abandoned.job_id, action, abandoned.worker, abandoned.pod)  # type: ignore[arg-type]
 
-    execution_key = f"{RQ_KEY_PREFIX}:execution:{abandoned.execution}"
-    worker_executions = f"{RQ_KEY_PREFIX}:worker:{abandoned.worker}:executions"
-    job_key = Job.key_for(abandoned.job_id)
+    keys = Keys(RQ_KEY_PREFIX)  # rq's APIs below use the prefix rq was imported with
+    execution_key = keys.execution(abandoned.execution)
+    worker_executions = keys.worker_executions(abandoned.worker)
+    job_key = keys.job(abandoned.job_id)
     with connection.pipeline() as pipe:
         for _attempt in range(5):
             try:
@@ -69,14 +72,14 @@ def _recover_one(connection: redis.Redis, abandoned: AbandonedJob, policy: Polic
                     connection.srem(worker_executions, abandoned.execution)
                     connection.delete(execution_key)
                     return result("missing")
-                registry = StartedJobRegistry(job.origin, connection=connection)
-                still_started = connection.zscore(registry.key, abandoned.execution) is not None
+                started_key = keys.started(job.origin)
+                still_started = connection.zscore(started_key, abandoned.execution) is not None
                 if not still_started or job.get_status(refresh=False) != JobStatus.STARTED:
                     pipe.unwatch()
                     connection.srem(worker_executions, abandoned.execution)
                     return result("already-handled")
                 pipe.multi()
-                pipe.zrem(registry.key, abandoned.execution)
+                pipe.zrem(started_key, abandoned.execution)
                 pipe.srem(worker_executions, abandoned.execution)
                 pipe.delete(execution_key)
                 action = _move(
@@ -114,14 +117,15 @@ def _move(
 
 def _forget_worker(connection: redis.Redis, worker: str) -> None:
     """What RQ does when it finds a dead worker's hash expired, done now."""
-    key = f"{RQ_KEY_PREFIX}:worker:{worker}"
+    keys = Keys(RQ_KEY_PREFIX)
+    key = keys.worker(worker)
     queues = connection.hget(key, "queues")
     with connection.pipeline() as pipe:
         pipe.delete(key)
-        pipe.srem(f"{RQ_KEY_PREFIX}:workers", key)
+        pipe.srem(keys.workers, key)
         for queue in (queues or b"").decode().split(","):
             if queue:
-                pipe.srem(f"{RQ_KEY_PREFIX}:workers:{queue}", key)
+                pipe.srem(keys.queue_workers(queue), key)
         pipe.execute()
 
 
@@ -161,7 +165,7 @@ def _with_prefix(request: dict[str, Any], key_prefix: str) -> Any:
         input=json.dumps(request),
         capture_output=True,
         text=True,
-        env={**os.environ, "RQ_KEY_PREFIX": key_prefix},
+        env={**os.environ, contract_env.KEY_PREFIX: key_prefix},
         timeout=60,
         check=True,
     )
@@ -189,11 +193,12 @@ def return_in_transit(url: str, key_prefix: str, stuck: list[tuple[str, str]]) -
     """
     connection = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
     returned: list[str] = []
+    keys = Keys(key_prefix)
     try:
         for queue, job_id in stuck:
-            queue_key = f"{key_prefix}:queue:{queue}"
-            transit_key = f"{queue_key}:intermediate"
-            job_key = f"{key_prefix}:job:{job_id}"
+            queue_key = keys.queue(queue)
+            transit_key = keys.intermediate(queue)
+            job_key = keys.job(job_id)
             with connection.pipeline() as pipe:
                 try:
                     pipe.watch(transit_key, job_key)

@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from taskqueue_contract import registries
+from taskqueue_contract.keys import Keys
 
 from taskqueue_operator.observation import QueueStats, RedisObservation, WorkerInfo
 
@@ -44,19 +46,20 @@ async def read_stats(
 ) -> RedisObservation:
     """Counts per queue and the workers listening on them. Raises redis errors as they come."""
     now = time.time() if now is None else now
+    keys = Keys(key_prefix)
     first = client.pipeline(transaction=False)
     for queue in queues:
-        first.llen(f"{key_prefix}:queue:{queue}")
+        first.llen(keys.queue(queue))
         # Started/failed/finished entries expire by score: count the live ones only.
-        first.zcount(f"{key_prefix}:wip:{queue}", now, "+inf")
-        first.zcard(f"{key_prefix}:scheduled:{queue}")
-        first.zcard(f"{key_prefix}:deferred:{queue}")
-        first.zcount(f"{key_prefix}:failed:{queue}", now, "+inf")
-        first.zcount(f"{key_prefix}:finished:{queue}", now, "+inf")
-        first.smembers(f"{key_prefix}:workers:{queue}")
-        first.lindex(f"{key_prefix}:queue:{queue}", 0)  # the oldest pending job
+        registries.count_live(first, keys.started(queue), now)
+        first.zcard(keys.scheduled(queue))
+        first.zcard(keys.deferred(queue))
+        registries.count_live(first, keys.failed(queue), now)
+        registries.count_live(first, keys.finished(queue), now)
+        first.smembers(keys.queue_workers(queue))
+        first.lindex(keys.queue(queue), 0)  # the oldest pending job
         # RQ moves a dequeued job here (single-queue workers) until the job starts.
-        first.lrange(f"{key_prefix}:queue:{queue}:intermediate", 0, IN_TRANSIT_READ - 1)
+        first.lrange(keys.intermediate(queue), 0, IN_TRANSIT_READ - 1)
     replies = await first.execute()
 
     stats: list[QueueStats] = []
@@ -78,11 +81,8 @@ async def read_stats(
             )
         )
         oldest_ids.append(_text(oldest))
-        # The per-queue sets hold whole keys, "<prefix>:worker:<name>".
-        worker_key = f"{key_prefix}:worker:"
-        worker_names.update(
-            name.removeprefix(worker_key) for name in (_text(m) for m in members) if name
-        )
+        # The per-queue sets hold whole worker keys.
+        worker_names.update(keys.worker_name(name) for name in (_text(m) for m in members) if name)
 
     names = sorted(worker_names)
     workers: list[WorkerInfo] = []
@@ -90,10 +90,10 @@ async def read_stats(
     if names or waiting:
         second = client.pipeline(transaction=False)
         for _, job_id in waiting:
-            second.hget(f"{key_prefix}:job:{job_id}", "enqueued_at")
+            second.hget(keys.job(job_id), "enqueued_at")
         for name in names:
-            second.hmget(f"{key_prefix}:worker:{name}", *_WORKER_FIELDS)
-            second.smembers(f"{key_prefix}:worker:{name}:executions")
+            second.hmget(keys.worker(name), *_WORKER_FIELDS)
+            second.smembers(keys.worker_executions(name))
         worker_replies = await second.execute()
         for (position, _), enqueued_at in zip(waiting, worker_replies, strict=False):
             stats[position] = replace(stats[position], oldest_enqueued_at=_text(enqueued_at))

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from taskqueue_contract import timestamps
+
 from taskqueue_operator.observation import WorkerInfo
 
 
@@ -24,11 +26,7 @@ class AbandonedJob:
     cause: str
 
 
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+_parse_time = timestamps.parse
 
 
 def container_deaths(pods: dict[str, dict[str, Any]], container: str) -> dict[str, datetime]:

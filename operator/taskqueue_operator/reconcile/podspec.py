@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskqueue_worker.redis_tls import CA_ENV, CLIENT_CERTIFICATE_KEYS, TLS_ENV
+from taskqueue_contract import env as names
+from taskqueue_contract.env import CLIENT_CERTIFICATE_KEYS, TLS_ENV
 
 from taskqueue_operator.api.models import RedisSpec, WorkerSpec
 
@@ -17,12 +18,13 @@ def redis_env(redis: RedisSpec) -> list[dict[str, Any]]:
     if redis.url_from is not None:
         ref = redis.url_from.secret_key_ref
         url: dict[str, Any] = {
-            "name": "REDIS_URL",
+            "name": names.REDIS_URL,
             "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
         }
     else:
-        url = {"name": "REDIS_URL", "value": redis.url}
-    return [url, {"name": "RQ_KEY_PREFIX", "value": redis.key_prefix}, *redis_tls_env(redis)]
+        url = {"name": names.REDIS_URL, "value": redis.url}
+    prefix = {"name": names.KEY_PREFIX, "value": redis.key_prefix}
+    return [url, prefix, *redis_tls_env(redis)]
 
 
 def redis_tls_env(redis: RedisSpec) -> list[dict[str, Any]]:
@@ -37,7 +39,7 @@ def redis_tls_env(redis: RedisSpec) -> list[dict[str, Any]]:
     refs: list[tuple[str, str, str]] = []
     if tls.ca_from is not None:
         ca = tls.ca_from.secret_key_ref
-        refs.append((CA_ENV, ca.name, ca.key))
+        refs.append((names.TLS_CA_CERT, ca.name, ca.key))
     if tls.client_certificate_secret_ref is not None:
         name = tls.client_certificate_secret_ref.name
         refs += [
@@ -53,8 +55,11 @@ def redis_tls_env(redis: RedisSpec) -> list[dict[str, Any]]:
 
 def downward_env() -> list[dict[str, Any]]:
     return [
-        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": names.POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {
+            "name": names.POD_NAMESPACE,
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+        },
     ]
 
 

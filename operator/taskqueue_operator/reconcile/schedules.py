@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
-from taskqueue_operator.api.durations import parse_duration
+from taskqueue_contract import env as names
+from taskqueue_contract.durations import parse_duration, whole_seconds
+
 from taskqueue_operator.api.models import ScheduleSpec, TaskQueue
 from taskqueue_operator.reconcile import podspec
 from taskqueue_operator.reconcile.labels import (
@@ -27,7 +28,7 @@ FINISHED_JOB_TTL_SECONDS = 86400
 
 
 def _seconds(duration: str) -> str:
-    return str(math.ceil(parse_duration(duration)))
+    return str(whole_seconds(parse_duration(duration)))
 
 
 def enqueue_args(taskqueue: TaskQueue, schedule: ScheduleSpec) -> list[str]:
@@ -63,11 +64,14 @@ def enqueue_env(taskqueue: TaskQueue) -> list[dict[str, Any]]:
         *podspec.redis_env(taskqueue.spec.redis),
         *podspec.downward_env(),
         {
-            "name": "JOB_NAME",
+            "name": names.JOB_NAME,
             "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{JOB_NAME_LABEL}']"}},
         },
-        {"name": "TASKQUEUE_IDEMPOTENCY_KEY", "value": "$(POD_NAMESPACE)/$(JOB_NAME)"},
-        {"name": "TMPDIR", "value": podspec.TMP_PATH},
+        {
+            "name": names.IDEMPOTENCY_KEY,
+            "value": f"$({names.POD_NAMESPACE})/$({names.JOB_NAME})",
+        },
+        {"name": names.TMPDIR, "value": podspec.TMP_PATH},
         *env,
     ]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from taskqueue_contract import env as names
+
 from taskqueue_operator.api.models import TaskQueue
 from taskqueue_operator.reconcile import podspec
 from taskqueue_operator.reconcile.labels import (
@@ -46,9 +48,9 @@ def worker_container(taskqueue: TaskQueue) -> dict[str, Any]:
         "env": [
             *podspec.redis_env(spec.redis),
             *podspec.downward_env(),
-            {"name": "TASKQUEUE_NAME", "value": taskqueue.name},
-            {"name": "TASKQUEUE_WORKER_CLASS", "value": worker.worker_class},
-            {"name": "TMPDIR", "value": podspec.TMP_PATH},
+            {"name": names.TASKQUEUE_NAME, "value": taskqueue.name},
+            {"name": names.WORKER_CLASS, "value": worker.worker_class},
+            {"name": names.TMPDIR, "value": podspec.TMP_PATH},
             *env,
         ],
         # Exec probes: the worker image has no shell and needs no open port.

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from taskqueue_contract import timestamps
 
 from taskqueue_operator.observation import RedisObservation, WorkerInfo
 
@@ -57,13 +58,7 @@ class Estimates:
 
 
 def _birth(worker: WorkerInfo) -> float | None:
-    if not worker.birth:
-        return None
-    try:
-        moment = datetime.fromisoformat(worker.birth.rstrip("Z"))
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=UTC).timestamp()
+    return timestamps.epoch(worker.birth)
 
 
 def _completed(worker: WorkerInfo) -> int:

@@ -20,8 +20,8 @@ from e2e_helpers import Kubectl, make_secret, taskqueue_manifest, wait_for
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry
-from taskqueue_operator.cli.errors import EXIT_NOT_FOUND
-from taskqueue_operator.cli.main import main
+from taskqueue_plugin.errors import EXIT_NOT_FOUND
+from taskqueue_plugin.main import main
 from testbed.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e

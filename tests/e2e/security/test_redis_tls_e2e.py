@@ -14,7 +14,7 @@ import pytest
 from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
 from rq import Queue
 from rq.job import Job
-from taskqueue_operator.cli.main import main as plugin_main
+from taskqueue_plugin.main import main as plugin_main
 from testbed.cluster import Cluster
 from testbed.redis_server import RedisServer, RedisTLS
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from taskqueue_operator.cli.main import main
+from taskqueue_plugin.main import main
 
 
 @dataclass

@@ -11,7 +11,7 @@ from cli_helpers import Cli
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
-from taskqueue_operator.cli.errors import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_REDIS
+from taskqueue_plugin.errors import EXIT_ERROR, EXIT_NOT_FOUND, EXIT_REDIS
 from testbed.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import redis
 from cli_helpers import Cli
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
-from taskqueue_operator.cli.jobs import COLUMNS
+from taskqueue_plugin.jobs import COLUMNS
 from testbed.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

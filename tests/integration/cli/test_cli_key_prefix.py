@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import redis
-from taskqueue_operator.cli.main import main
+from taskqueue_plugin.main import main
 from testbed.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from taskqueue_operator.cli.errors import EXIT_ERROR, EXIT_REDIS, EXIT_USAGE
-from taskqueue_operator.cli.main import build_parser, main
+from taskqueue_plugin.errors import EXIT_ERROR, EXIT_REDIS, EXIT_USAGE
+from taskqueue_plugin.main import build_parser, main
 from testbed.ports import free_port
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from taskqueue_operator.cli.errors import UsageError
-from taskqueue_operator.cli.jobs import COLUMNS, STATUSES, Row, build_frame, parse_statuses
-from taskqueue_operator.cli.records import JobRecord
+from taskqueue_plugin.errors import UsageError
+from taskqueue_plugin.jobs import COLUMNS, STATUSES, Row, build_frame, parse_statuses
+from taskqueue_plugin.records import JobRecord
 
 T0 = datetime(2025, 1, 1, 9, 0, tzinfo=UTC)
 EXPECTED_DTYPES = {

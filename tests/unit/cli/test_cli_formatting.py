@@ -6,8 +6,8 @@ import pickle
 import zlib
 from datetime import UTC, datetime, timedelta
 
-from taskqueue_operator.cli import dlq, status
-from taskqueue_operator.cli.records import JobRecord
+from taskqueue_plugin import dlq, status
+from taskqueue_plugin.records import JobRecord
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ import pickle
 import zlib
 from datetime import UTC, datetime
 
-from taskqueue_operator.cli.records import (
+from taskqueue_plugin.records import (
     decode_call,
     decode_meta,
     exception_summary,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from taskqueue_operator.cli import render
+from taskqueue_plugin import render
 
 
 def test_table_aligns_columns_and_marks_missing_values() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from taskqueue_operator.cli.errors import CliError, UsageError
-from taskqueue_operator.cli.resolve import (
+from taskqueue_plugin.errors import CliError, UsageError
+from taskqueue_plugin.resolve import (
     RedisSource,
     Target,
     key_prefix_of,

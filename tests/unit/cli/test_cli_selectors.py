@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from taskqueue_operator.cli.errors import EXIT_USAGE, UsageError
-from taskqueue_operator.cli.records import JobRecord
-from taskqueue_operator.cli.selectors import Selector, build_selector, parse_age
+from taskqueue_plugin.errors import EXIT_USAGE, UsageError
+from taskqueue_plugin.records import JobRecord
+from taskqueue_plugin.selectors import Selector, build_selector, parse_age
 
 NOW = datetime(2025, 1, 10, 12, 0, tzinfo=UTC)
 

@@ -162,5 +162,9 @@ def test_parse_duration() -> None:
     assert enqueue.parse_duration("90s", "--x") == 90
     assert enqueue.parse_duration("2h", "--x") == 7200
     assert enqueue.parse_duration("-1", "--x", allow_forever=True) == -1
+    assert enqueue.parse_duration("1.5h", "--x") == 5400  # the contract's one parser
+    assert enqueue.parse_duration("1h30m", "--x") == 5400
+    assert enqueue.parse_duration("1500ms", "--x") == 2  # rounded up, never to 0
+    assert enqueue.parse_duration("7d", "--x") == 7 * 86400
     with pytest.raises(UsageError):
-        enqueue.parse_duration("1.5h", "--x")
+        enqueue.parse_duration("1.5x", "--x")

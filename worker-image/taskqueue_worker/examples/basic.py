@@ -51,7 +51,9 @@ def flaky(key: str, failures: int) -> int:
         import redis
 
         connection = redis.Redis.from_url(os.environ["REDIS_URL"])
-    counter = f"{RQ_KEY_PREFIX}:taskqueue:flaky:{key}"
+    from taskqueue_contract.keys import Keys
+
+    counter = Keys(RQ_KEY_PREFIX).own("flaky", key)
     with connection.pipeline() as pipe:
         pipe.incr(counter)
         pipe.expire(counter, 86400)

@@ -183,9 +183,10 @@ def shared_limiter(base_url: str, rate: float) -> RateLimiter | RedisRateLimiter
     job = get_current_job()
     if job is not None:
         from rq.defaults import RQ_KEY_PREFIX
+        from taskqueue_contract.keys import Keys
 
         host = urllib.parse.urlsplit(base_url).netloc or base_url
-        key = f"{RQ_KEY_PREFIX}:taskqueue:ratelimit:{host}"
+        key = Keys(RQ_KEY_PREFIX).own("ratelimit", host)
         return RedisRateLimiter(job.connection, key, rate)
     with _local_limiters_lock:
         return _local_limiters.setdefault((base_url, rate), RateLimiter(rate))
@@ -354,13 +355,14 @@ def _dataset_lock(symbol: str, tf: Timeframe, timeout: float) -> Iterator[None]:
     not atomic); uses the running job's Redis, and no lock outside a job."""
     from rq import get_current_job
     from rq.defaults import RQ_KEY_PREFIX
+    from taskqueue_contract.keys import Keys
 
     job = get_current_job()
     if job is None:
         yield
         return
     lock = job.connection.lock(
-        f"{RQ_KEY_PREFIX}:taskqueue:lock:candles:{symbol}:{tf.name}",
+        Keys(RQ_KEY_PREFIX).own("lock", "candles", symbol, tf.name),
         timeout=timeout,
         blocking_timeout=timeout,
     )

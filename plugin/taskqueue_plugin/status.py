@@ -11,12 +11,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from taskqueue_contract.keys import Keys
 from taskqueue_operator.adapters.redis_stats import connect as connect_async
 from taskqueue_operator.adapters.redis_stats import read_stats
-from taskqueue_operator.cli import render
-from taskqueue_operator.cli.context import Context
-from taskqueue_operator.cli.errors import CliError
-from taskqueue_operator.cli.records import (
+from taskqueue_operator.observation import RedisObservation
+
+from taskqueue_plugin import render
+from taskqueue_plugin.context import Context
+from taskqueue_plugin.errors import CliError
+from taskqueue_plugin.records import (
     JobRecord,
     decode_meta,
     fetch_records,
@@ -24,7 +27,6 @@ from taskqueue_operator.cli.records import (
     parse_rq_time,
     text,
 )
-from taskqueue_operator.observation import RedisObservation
 
 SCALING_HISTORY = 10
 
@@ -303,7 +305,7 @@ def cmd_progress(ctx: Context) -> int:
     ids = dict.fromkeys(
         job_id
         for queue in ctx.queues
-        for job_id, _ in live_entries(client, f"{prefix}:wip:{queue}", now_ts, started=True)
+        for job_id, _ in live_entries(client, Keys(prefix).started(queue), now_ts, started=True)
     )
     records = [r for r in fetch_records(client, prefix, ids) if r.exists]
     workers = sorted({r.worker for r in records if r.worker})
@@ -311,7 +313,7 @@ def cmd_progress(ctx: Context) -> int:
     if workers:
         with client.pipeline(transaction=False) as pipe:
             for name in workers:
-                pipe.hget(f"{prefix}:worker:{name}", "hostname")
+                pipe.hget(Keys(prefix).worker(name), "hostname")
             pods = {n: text(h) or "" for n, h in zip(workers, pipe.execute(), strict=True) if h}
     items = [progress_row(r, pods, ctx.now) for r in records]
     items.sort(key=lambda item: item["startedAt"] or "")

@@ -17,11 +17,13 @@ from rq.defaults import RQ_KEY_PREFIX
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
+from taskqueue_contract import registries
+from taskqueue_contract.keys import Keys
 
-from taskqueue_operator.cli import render
-from taskqueue_operator.cli.context import Context
-from taskqueue_operator.cli.errors import CliError, NotFound
-from taskqueue_operator.cli.records import (
+from taskqueue_plugin import render
+from taskqueue_plugin.context import Context
+from taskqueue_plugin.errors import CliError, NotFound
+from taskqueue_plugin.records import (
     JobRecord,
     decode_call,
     decode_meta,
@@ -29,14 +31,14 @@ from taskqueue_operator.cli.records import (
     live_entries,
     text,
 )
-from taskqueue_operator.cli.selectors import Selector
+from taskqueue_plugin.selectors import Selector
 
 EXCEPTION_WIDTH = 70
 FUNCTION_WIDTH = 45
 
 
 def failed_key(prefix: str, queue: str) -> str:
-    return f"{prefix}:failed:{queue}"
+    return Keys(prefix).failed(queue)
 
 
 # ------------------------------------------------------------------------------ list
@@ -87,16 +89,14 @@ def newest_first(records: list[JobRecord]) -> list[JobRecord]:
 
 def cmd_list(ctx: Context, limit: int) -> int:
     client, now_ts = ctx.client, ctx.now.timestamp()
-    page = {"start": 0, "num": limit} if limit > 0 else {}
     with client.pipeline(transaction=False) as pipe:
         for queue in ctx.queues:
             key = failed_key(ctx.prefix, queue)
-            pipe.zcount(key, now_ts, "+inf")
-            # Highest scores are the newest failures when failure TTLs agree (RQ's default).
-            pipe.zrevrangebyscore(key, "+inf", now_ts, **page)
+            registries.count_live(pipe, key, now_ts)  # as the status's DEAD column counts
+            registries.live_entries(pipe, key, now_ts, newest_first=True, limit=limit)
         replies = pipe.execute()
     total = sum(int(count) for count in replies[0::2])
-    candidates = [text(m) or "" for members in replies[1::2] for m in members]
+    candidates = [text(m) or "" for members in replies[1::2] for m, _score in members]
     records = [r for r in fetch_records(client, ctx.prefix, candidates) if r.exists]
     records = newest_first(records)
     if limit > 0:

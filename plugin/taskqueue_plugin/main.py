@@ -27,10 +27,10 @@ from typing import NoReturn
 
 import redis
 
-from taskqueue_operator.cli import dlq, jobs, status
-from taskqueue_operator.cli.context import Context
-from taskqueue_operator.cli.errors import EXIT_ERROR, EXIT_REDIS, EXIT_USAGE, CliError, UsageError
-from taskqueue_operator.cli.resolve import (
+from taskqueue_plugin import dlq, jobs, status
+from taskqueue_plugin.context import Context
+from taskqueue_plugin.errors import EXIT_ERROR, EXIT_REDIS, EXIT_USAGE, CliError, UsageError
+from taskqueue_plugin.resolve import (
     DEFAULT_PREFIX,
     Target,
     needs_reexec,
@@ -41,7 +41,7 @@ from taskqueue_operator.cli.resolve import (
     split_queue_args,
     target_from_environment,
 )
-from taskqueue_operator.cli.selectors import build_selector
+from taskqueue_plugin.selectors import build_selector
 
 PROG = "kubectl taskqueue"
 DEBUG_ENV = "TASKQUEUE_CLI_DEBUG"

@@ -2,7 +2,8 @@
 
 Users never paste passwords: the URL comes from `spec.redis.url` or the Secret named by
 `spec.redis.urlFrom.secretKeyRef`. `--redis-url` skips the cluster entirely (direct use,
-tests). Nothing here prints a URL without `redact_url`.
+tests). Nothing here prints a URL without `redact_url`. Which Secret keys to read and how
+they make a URL come from `taskqueue_contract.tls`, as in the operator.
 
 RQ reads its key prefix once, at import. A TaskQueue whose `spec.redis.keyPrefix` differs
 from this process's prefix is served by re-running the same command in a child process
@@ -15,53 +16,28 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
 from rq.defaults import RQ_KEY_PREFIX
-from taskqueue_worker.redis_tls import CLIENT_CERTIFICATE_KEYS, TLSConfigError, url_with_tls
+from taskqueue_contract.keys import DEFAULT_PREFIX, Keys
+from taskqueue_contract.redaction import redact, redact_url
+from taskqueue_contract.resource import GROUP, PLURAL, VERSION
+from taskqueue_contract.tls import URL, TLSConfigError, resolve_url, secret_refs
 
-from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
-from taskqueue_operator.cli.errors import CliError, NotFound, RedisUnavailable, UsageError
-from taskqueue_operator.reconcile.status import redact as redact_userinfo
+from taskqueue_plugin.errors import CliError, NotFound, RedisUnavailable, UsageError
 
 TARGET_ENV = "TASKQUEUE_CLI_TARGET"
-DEFAULT_PREFIX = "rq"
-_SECRET_QUERY_KEYS = {"password"}
-_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
 # ------------------------------------------------------------------------- redaction
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (userinfo or `?password=`) replaced by `***`.
-
-    String-level on purpose: rebuilding with urlunsplit rewrites `unix:///` URLs.
-    """
-    return _QUERY_PASSWORD.sub(r"\1***", redact_userinfo(url))
-
-
-def url_password(url: str) -> str | None:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.password:
-        return parts.password
-    for key, value in parse_qsl(parts.query):
-        if key.lower() in _SECRET_QUERY_KEYS and value:
-            return value
-    return None
-
+# redact and redact_url come from taskqueue_contract.redaction (re-exported here).
 
 _KNOWN_URLS: list[str] = []
 
@@ -78,17 +54,6 @@ def scrub(message: str) -> str:
     for url in _KNOWN_URLS:
         message = redact(message, url)
     return redact(message, None)
-
-
-def redact(text: str, url: str | None) -> str:
-    """Any text (an exception message) with the URL's password removed wherever it appears."""
-    if url:
-        text = text.replace(url, redact_url(url))
-        password = url_password(url)
-        for form in {password, unquote(password)} if password else ():
-            if len(form) >= 3:  # shorter ones would garble the message
-                text = text.replace(form, "***")
-    return redact_url(text)
 
 
 # ---------------------------------------------------------------------- spec reading
@@ -247,7 +212,7 @@ def resolve_from_cluster(
     except failures as error:
         raise _api_error(error, what) from None
     spec = body.get("spec") or {}
-    source = redis_source(spec)
+    redis_source(spec)  # one clear error when spec.redis names no URL at all
 
     def secret_value(secret_name: str, key: str, field: str) -> str:
         secret_what = f'Secret "{secret_name}" ({field} of {name}) in namespace "{namespace}"'
@@ -260,20 +225,11 @@ def resolve_from_cluster(
             raise NotFound(f'{secret_what} has no key "{key}"')
         return base64.b64decode(data[key]).decode()
 
-    url = source.url
-    if url is None:
-        url = secret_value(source.secret_name, source.secret_key, "spec.redis.urlFrom").strip()
-    tls = (spec.get("redis") or {}).get("tls") or {}
-    pems: dict[str, str] = {}
-    ca = (tls.get("caFrom") or {}).get("secretKeyRef") or {}
-    if ca.get("name") and ca.get("key"):
-        pems["ssl_ca_certs"] = secret_value(ca["name"], ca["key"], "spec.redis.tls.caFrom")
-    client = (tls.get("clientCertificateSecretRef") or {}).get("name")
-    if client:
-        for argument, key in CLIENT_CERTIFICATE_KEYS.items():
-            pems[argument] = secret_value(client, key, "spec.redis.tls.clientCertificateSecretRef")
+    inline, refs = secret_refs(spec.get("redis") or {})
+    values = {ref: secret_value(ref.name, ref.key, ref.field) for ref in refs}
+    values = {ref: v.strip() if ref.role == URL else v for ref, v in values.items()}
     try:
-        url = url_with_tls(url, pems)
+        url = resolve_url(inline, values)
     except TLSConfigError as error:
         raise CliError(f"spec.redis.tls of {name}: {error}") from None
     events: tuple[dict[str, Any], ...] = ()
@@ -320,7 +276,7 @@ def reexec(target: Target, argv: Sequence[str]) -> int:
     """Run the same command with RQ_KEY_PREFIX set; stdin/stdout/stderr are shared (TTY)."""
     env = {**os.environ, "RQ_KEY_PREFIX": target.key_prefix, TARGET_ENV: target.to_json()}
     completed = subprocess.run(
-        [sys.executable, "-m", "taskqueue_operator.cli.main", *argv], env=env, check=False
+        [sys.executable, "-m", "taskqueue_plugin.main", *argv], env=env, check=False
     )
     return completed.returncode
 
@@ -351,6 +307,5 @@ def connect(url: str) -> redis.Redis:
 
 def discover_queues(client: redis.Redis, prefix: str) -> tuple[str, ...]:
     """Every queue RQ registered (`<prefix>:queues`), for --redis-url without --queue."""
-    marker = f"{prefix}:queue:"
-    names = {m.decode().removeprefix(marker) for m in client.smembers(f"{prefix}:queues")}
-    return tuple(sorted(names))
+    keys = Keys(prefix)
+    return tuple(sorted({keys.queue_name(m.decode()) for m in client.smembers(keys.queues)}))

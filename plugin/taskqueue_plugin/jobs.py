@@ -11,12 +11,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import pandas as pd
+from taskqueue_contract.keys import Keys
 
-from taskqueue_operator.cli.context import Context
-from taskqueue_operator.cli.errors import CliError, UsageError
-from taskqueue_operator.cli.records import JobRecord, fetch_records, live_entries, text
+from taskqueue_plugin.context import Context
+from taskqueue_plugin.errors import CliError, UsageError
+from taskqueue_plugin.records import JobRecord, fetch_records, live_entries, text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EXPORT_EXTRA = "pip install 'kubectl-taskqueue[export]'"
+
+
+def _pandas() -> ModuleType:
+    """pandas (with pyarrow) is the plugin's `export` extra: only `jobs export` needs it."""
+    try:
+        import pandas
+        import pyarrow  # noqa: F401 - to_parquet's engine
+    except ImportError as error:
+        raise CliError(f"jobs export needs pandas and pyarrow: {EXPORT_EXTRA} ({error})") from None
+    return pandas
+
 
 # Every status RQ 3 writes, in lifecycle order: the categories of the `status` column.
 STATUSES = (
@@ -110,6 +128,7 @@ def build_frame(rows: Iterable[Row], queues: Sequence[str]) -> pd.DataFrame:
         }
         for name in COLUMNS:
             data[name].append(values[name])
+    pd = _pandas()
     frame = pd.DataFrame(data)
     for name, dtype in COLUMNS.items():
         if dtype == "category":
@@ -129,21 +148,22 @@ def collect(ctx: Context, statuses: Sequence[str]) -> tuple[list[Row], int]:
     """(rows, entries whose job hash is gone), each job once, in SOURCES order."""
     wanted_sources = {SOURCE_OF_STATUS[s] for s in statuses}
     client, prefix, now_ts = ctx.client, ctx.prefix, ctx.now.timestamp()
+    keys = Keys(prefix)
     found: dict[str, str] = {}
     for queue in ctx.queues:
         for source in SOURCES:
             if source not in wanted_sources:
                 continue
             if source == "queued":
-                ids = [text(m) or "" for m in client.lrange(f"{prefix}:queue:{queue}", 0, -1)]
+                ids = [text(m) or "" for m in client.lrange(keys.queue(queue), 0, -1)]
             elif source == "started":
-                key = f"{prefix}:wip:{queue}"
+                key = keys.started(queue)
                 ids = [job_id for job_id, _ in live_entries(client, key, now_ts, started=True)]
             elif source in ("finished", "failed"):
-                key = f"{prefix}:{source}:{queue}"
+                key = getattr(keys, source)(queue)
                 ids = [job_id for job_id, _ in live_entries(client, key, now_ts)]
             else:  # scheduled (score = run time), deferred, canceled: every entry counts
-                key = f"{prefix}:{source}:{queue}"
+                key = getattr(keys, source)(queue)
                 ids = [text(m) or "" for m in client.zrange(key, 0, -1)]
             for job_id in ids:
                 found.setdefault(job_id, source)

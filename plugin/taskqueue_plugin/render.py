@@ -7,6 +7,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from taskqueue_contract import timestamps
+from taskqueue_contract.durations import human_duration
+
+__all__ = ["ago", "human_duration", "iso", "table", "to_json", "truncate"]
+
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns, three spaces apart, upper-case headers; '' for no rows."""
@@ -26,25 +31,6 @@ def truncate(value: str | None, width: int) -> str | None:
     return value[: max(1, width - 3)] + "..."
 
 
-def human_duration(seconds: float) -> str:
-    """kubectl's age format: 45s, 12m, 3h5m, 2d4h, 400d."""
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, secs = divmod(seconds, 60)
-    if minutes < 10:
-        return f"{minutes}m{secs}s" if secs else f"{minutes}m"
-    if minutes < 60:
-        return f"{minutes}m"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours}h{minutes}m" if minutes else f"{hours}h"
-    days, hours = divmod(hours, 24)
-    if days < 8:
-        return f"{days}d{hours}h" if hours else f"{days}d"
-    return f"{days}d"
-
-
 def ago(moment: datetime | None, now: datetime) -> str | None:
     if moment is None:
         return None
@@ -55,7 +41,7 @@ def iso(moment: datetime | None) -> str | None:
     """UTC with microseconds and a Z, as RQ writes its timestamps."""
     if moment is None:
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return timestamps.format_micro(moment)
 
 
 def progress_bar(fraction: float | None, width: int = 10) -> str:

@@ -8,16 +8,15 @@ synthetic hashes; the integration tests check it against hashes real workers wro
 
 from __future__ import annotations
 
-import base64
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
-
-from taskqueue_operator.cli import safe_pickle
+from taskqueue_contract import job_data as safe_pickle
+from taskqueue_contract import registries, timestamps
+from taskqueue_contract.keys import Keys, job_id_of_execution
 
 BATCH = 500
 RESULTS_READ = 3  # the newest few results: the failure may not be the very last entry
@@ -31,14 +30,7 @@ def text(value: bytes | str | None) -> str | None:
 
 def parse_rq_time(value: bytes | str | None) -> datetime | None:
     """RQ's `utcformat` strings ('2024-05-01T10:00:00.123456Z'); '' and garbage -> None."""
-    raw = text(value)
-    if not raw:
-        return None
-    try:
-        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return timestamps.parse(value)
 
 
 def exception_summary(traceback_text: str | None) -> str | None:
@@ -72,12 +64,7 @@ def parse_result(entry_id: bytes | str, payload: Mapping[bytes, bytes]) -> Failu
     (a pickle the plugin has no reason to load)."""
     fields = {text(k): v for k, v in payload.items()}
     exc = fields.get("exc_string")
-    exc_string = None
-    if exc:
-        try:
-            exc_string = zlib.decompress(base64.b64decode(exc)).decode(errors="replace")
-        except (ValueError, zlib.error):
-            exc_string = text(exc)
+    exc_string = safe_pickle.exception_text(exc)
     millis = (text(entry_id) or "0-0").split("-", 1)[0]
     at = datetime.fromtimestamp(int(millis) / 1000, tz=UTC) if millis.isdigit() else None
     kind = _int(fields.get("type")) or 0
@@ -168,12 +155,13 @@ def fetch_records(client: redis.Redis, prefix: str, job_ids: Iterable[str]) -> l
     """Records in the order of `job_ids`, in pipelined batches (missing hashes: exists=False)."""
     ids = list(job_ids)
     records: list[JobRecord] = []
+    keys = Keys(prefix)
     for start in range(0, len(ids), BATCH):
         chunk = ids[start : start + BATCH]
         with client.pipeline(transaction=False) as pipe:
             for job_id in chunk:
-                pipe.hgetall(f"{prefix}:job:{job_id}")
-                pipe.xrevrange(f"{prefix}:results:{job_id}", "+", "-", count=RESULTS_READ)
+                pipe.hgetall(keys.job(job_id))
+                pipe.xrevrange(keys.results(job_id), "+", "-", count=RESULTS_READ)
             replies = pipe.execute()
         for index, job_id in enumerate(chunk):
             records.append(record_from_hash(job_id, replies[2 * index], replies[2 * index + 1]))
@@ -207,7 +195,7 @@ def decode_call(record: JobRecord) -> tuple[Any, Any, safe_pickle.Decoded]:
 def job_id_of_entry(entry: bytes | str, started: bool = False) -> str:
     """Started-registry entries are '<job id>:<execution id>' (job ids may contain ':')."""
     value = text(entry) or ""
-    return value.rsplit(":", 1)[0] if started and ":" in value else value
+    return job_id_of_execution(value) if started else value
 
 
 def live_entries(
@@ -219,5 +207,5 @@ def live_entries(
     """
     return [
         (job_id_of_entry(member, started), float(score))
-        for member, score in client.zrangebyscore(key, now, "+inf", withscores=True)
+        for member, score in registries.live_entries(client, key, now)
     ]

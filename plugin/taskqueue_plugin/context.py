@@ -11,7 +11,7 @@ from typing import TextIO
 
 import redis
 
-from taskqueue_operator.cli.resolve import Target, connect, discover_queues, narrow_queues
+from taskqueue_plugin.resolve import Target, connect, discover_queues, narrow_queues
 
 
 @dataclass

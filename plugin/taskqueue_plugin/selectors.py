@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from taskqueue_operator.cli.errors import UsageError
-from taskqueue_operator.cli.records import JobRecord
+from taskqueue_plugin.errors import UsageError
+from taskqueue_plugin.records import JobRecord
 
 # Go-style durations as in the CRD, plus days and weeks: "clean up jobs older than 7d".
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
