@@ -510,6 +510,30 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "spec.worker.volumeMounts[0].mountPropagation",
     ),
     (
+        "mount-bidirectional-unprivileged",
+        {
+            "worker.volumeMounts": [
+                {"name": "data", "mountPath": "/x", "mountPropagation": "Bidirectional"}
+            ]
+        },
+        "spec.worker.volumeMounts[0].mountPropagation",
+    ),
+    (
+        "mount-recursive-with-propagation",
+        {
+            "worker.volumeMounts": [
+                {
+                    "name": "data",
+                    "mountPath": "/x",
+                    "readOnly": True,
+                    "recursiveReadOnly": "Enabled",
+                    "mountPropagation": "HostToContainer",
+                }
+            ]
+        },
+        "spec.worker.volumeMounts[0].recursiveReadOnly",
+    ),
+    (
         "mount-recursive-not-readonly",
         {
             "worker.volumeMounts": [

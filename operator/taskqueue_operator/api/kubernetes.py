@@ -588,8 +588,9 @@ class VolumeMount(KubeModel):
                 ),
                 cel(
                     "!has(self.recursiveReadOnly) || self.recursiveReadOnly == 'Disabled' || "
-                    "(has(self.readOnly) && self.readOnly)",
-                    "recursiveReadOnly needs readOnly: true",
+                    "(has(self.readOnly) && self.readOnly && (!has(self.mountPropagation) || "
+                    "self.mountPropagation == 'None'))",
+                    "recursiveReadOnly needs readOnly: true and mountPropagation None or unset",
                     ".recursiveReadOnly",
                 ),
             ]
@@ -601,7 +602,8 @@ class VolumeMount(KubeModel):
     read_only: bool | None = None
     sub_path: RelativePath | None = None
     sub_path_expr: RelativePath | None = None
-    mount_propagation: Literal["None", "HostToContainer", "Bidirectional"] | None = None
+    # Bidirectional is for privileged containers only, and ours never are.
+    mount_propagation: Literal["None", "HostToContainer"] | None = None
     recursive_read_only: Literal["Disabled", "IfPossible", "Enabled"] | None = None
 
     @model_validator(mode="after")
@@ -610,8 +612,10 @@ class VolumeMount(KubeModel):
             raise ValueError("subPathExpr and subPath are mutually exclusive")
         if self.mount_path == RESERVED_MOUNT_PATH:
             raise ValueError(f"{RESERVED_MOUNT_PATH} is the operator's own emptyDir")
-        if self.recursive_read_only not in (None, "Disabled") and not self.read_only:
-            raise ValueError("recursiveReadOnly needs readOnly: true")
+        if self.recursive_read_only not in (None, "Disabled") and (
+            not self.read_only or self.mount_propagation not in (None, "None")
+        ):
+            raise ValueError("recursiveReadOnly needs readOnly: true and mountPropagation None")
         return self
 
 
