@@ -1,9 +1,10 @@
-"""One loop per TaskQueue: observe -> decide -> act -> report.
+"""One loop per TaskQueue: observe -> plan -> execute.
 
-The loop owns no business logic: desired children, the scale decision and the status are
-pure functions (reconcile/, scaling/). Here we only gather inputs (watch events cached in
-memory, one Redis poll per tick) and write the differences (server-side apply, a replica
-patch, a status patch when something changed).
+The loop owns no business logic. It observes (watch caches, one Redis poll, a dry-run of
+a new spec's children) into one immutable `Observation`; the pure `plan` (reconcile/plan.py)
+turns it and the loop's state into the status and a list of typed effects; the executor
+(adapters/executor.py) runs each effect on its own, and `record_outcomes` folds what they
+gave into the next state. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,45 +27,31 @@ from taskqueue_worker.redis_tls import CLIENT_CERTIFICATE_KEYS, TLSConfigError, 
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
+from taskqueue_operator.adapters.executor import EventSink, Executor, effect_error
 from taskqueue_operator.adapters.kube import Kube, SecretUnreadable
-from taskqueue_operator.adapters.recovery import (
-    recover_with_prefix,
-    requeue_failed_with_prefix,
-    return_in_transit,
+from taskqueue_operator.api.models import RedisSpec, TaskQueue, TaskQueueStatus
+from taskqueue_operator.observation import (
+    ChildrenSnapshot,
+    DeploymentObservation,
+    DryRun,
+    Observation,
+    RedisObservation,
 )
-from taskqueue_operator.api.models import (
-    REQUEUE_ANNOTATION,
-    RedisSpec,
-    RequeueStatus,
-    TaskQueue,
-    TaskQueueStatus,
-)
-from taskqueue_operator.observation import DeploymentObservation, Observation, RedisObservation
 from taskqueue_operator.rates import OutcomeWindow
-from taskqueue_operator.reconcile import drift
-from taskqueue_operator.reconcile.abandoned import (
-    container_deaths,
-    find_abandoned,
-    stuck_in_transit,
+from taskqueue_operator.reconcile.effects import Outcome, Scale
+from taskqueue_operator.reconcile.plan import (
+    VANISHED_POD_MEMORY_SECONDS,
+    LoopState,
+    Plan,
+    PlanSettings,
+    plan,
+    record_outcomes,
 )
-from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
-from taskqueue_operator.reconcile.status import (
-    ScaleInfo,
-    build_status,
-    patch_due,
-    redact,
-    status_dict,
-    timestamp,
-)
-from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
-from taskqueue_operator.scaling.policy import ScalerState, decide
+from taskqueue_operator.reconcile.status import redact, redis_failure_reason, timestamp
+from taskqueue_operator.reconcile.workers import desired_deployment
 
-EventSink = Callable[[dict[str, Any], str, str, str], None]
-BUSY_POD_DELETION_COST = "10000"
-VANISHED_POD_MEMORY_SECONDS = 3600.0
 HISTORY_POINTS = 3600  # an hour of 1 s ticks, for the dashboard
-IDLE_POD_DELETION_COST = "0"
 
 
 @dataclass(frozen=True)
@@ -167,6 +154,47 @@ class ChildCache:
         for body in bodies:
             self.record(kind, "ADDED", body)
 
+    def remember(self, applied: dict[str, Any]) -> None:
+        """A child we just wrote: its watch event may come after the next tick."""
+        if applied.get("kind") == "Deployment":
+            self.deployment = applied
+        else:
+            self.cronjobs[applied["metadata"]["name"]] = applied
+
+    def forget_cronjob(self, name: str) -> None:
+        self.cronjobs.pop(name, None)
+
+    def set_replicas(self, replicas: int) -> None:
+        """Our scale patch, until the Deployment's watch event catches up."""
+        if self.deployment is not None:
+            self.deployment = {
+                **self.deployment,
+                "spec": {**(self.deployment.get("spec") or {}), "replicas": replicas},
+            }
+
+    def snapshot(self) -> ChildrenSnapshot:
+        """The plan's view: copies of the containers (the watch replaces bodies, never
+        mutates them in place). Taking it consumes `dirty`."""
+        horizon = time.time() - VANISHED_POD_MEMORY_SECONDS
+        for name in [n for n, seen in self.vanished_pods.items() if seen < horizon]:
+            del self.vanished_pods[name]
+        snapshot = ChildrenSnapshot(
+            deployment=self.deployment,
+            cronjobs=dict(self.cronjobs),
+            pods=dict(self.pods),
+            vanished_pods=dict(self.vanished_pods),
+            changed=self.dirty,
+        )
+        self.dirty = False
+        return snapshot
+
+
+class TaskQueueLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Every line names the whole TaskQueue: kopf's format cuts logger names to 20 chars."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"[{self.extra['taskqueue']}] {msg}", kwargs  # type: ignore[index]
+
 
 class TaskQueueLoop:
     """The controller of one TaskQueue, alive while the TaskQueue exists."""
@@ -196,31 +224,39 @@ class TaskQueueLoop:
         self.resynced_listings = dict(self.listings)
         """`listings` when this loop last read its children from the API."""
         self.wake = asyncio.Event()
-        self.log = logging.getLogger(f"taskqueue.{self.namespace}.{self.name}")
-        self.scaler_state = ScalerState()
-        self.last_status: dict[str, Any] | None = body.get("status") or None
-        self.previous_status = _parsed_status(self.last_status)
-        """`last_status` as the model build_status continues from."""
-        self.last_status_patch = 0.0
-        self.last_scale: tuple[str | None, str | None] = (None, None)
-        self.reconciled_generation: int | None = None
+        self.log = TaskQueueLog(
+            logging.getLogger("taskqueue.loop"), {"taskqueue": f"{self.namespace}/{self.name}"}
+        )
+        status = body.get("status") or None
+        self.state = LoopState(status=status, status_model=_parsed_status(status))
         self.invalid_generation: int | None = None
         self.redis_url: str | None = None
         """The connection URL: the spec's or its Secret's, with TLS files in the query."""
         self.redis_url_spec: RedisSpec | None = None
         self.redis_url_read_at = 0.0
-        self.redis_was_reachable: bool | None = None
-        self.recovered_jobs = 0
-        self.in_transit_seen: dict[tuple[str, str], float] = {}
-        self.requeued_token: str | None = None
         self.memory_policy_checked = 0.0
         self.memory_policy: tuple[str | None, int | None] = (None, None)
+        self.dry_run: DryRun | None = None
         self._task: asyncio.Task[None] | None = None
         self._parsed: tuple[tuple[Any, str], TaskQueue] | None = None
         self.last_observation: Observation | None = None
+        self.last_plan: Plan | None = None
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
         self.scale_events: deque[dict[str, Any]] = deque(maxlen=200)
         self.outcomes = OutcomeWindow()
+        self.executor = Executor(
+            kube,
+            self.namespace,
+            self.name,
+            lambda: self.body,
+            post_event,
+            self.log,
+            # Through `self.children`: the registry may hand the loop another cache.
+            remember=lambda applied: self.children.remember(applied),
+            forget_cronjob=lambda name: self.children.forget_cronjob(name),
+            set_replicas=lambda replicas: self.children.set_replicas(replicas),
+            clock=clock,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -231,6 +267,10 @@ class TaskQueueLoop:
     @property
     def namespace(self) -> str:
         return str(self.body["metadata"]["namespace"])
+
+    @property
+    def recovered_jobs(self) -> int:
+        return self.state.recovered_jobs
 
     def start(self) -> None:
         self.connections.loops += 1
@@ -266,7 +306,7 @@ class TaskQueueLoop:
                 raise
             except TaskQueueGone:
                 return
-            except Exception as error:  # one bad tick must not end the loop
+            except Exception as error:  # a failure outside any effect (an observation)
                 failures += 1
                 # The traceback once per streak: an API server away for a minute would
                 # otherwise print sixty of them.
@@ -286,42 +326,78 @@ class TaskQueueLoop:
             return self._parsed[1]
         try:
             parsed = TaskQueue.model_validate(self.body)
-            self._parsed = (key, parsed)
-            return parsed
         except pydantic.ValidationError as error:
-            if self.invalid_generation != generation:
-                self.invalid_generation = generation
-                message = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-                )
-                self.post_event(self.body, "Warning", "InvalidSpec", message[:1000])
+            self._parsed = None
+            self.invalid_generation = generation
+            self._invalid_error = error
             return None
+        self._parsed = (key, parsed)
+        return parsed
 
     async def tick(self) -> float:
-        """One pass. Returns the seconds until the next one."""
+        """One pass: observe, plan, execute. Returns the seconds until the next one."""
         taskqueue = self.parse()
         if taskqueue is None:
+            await self.report_invalid_spec()
             return self.settings.fixed_poll_interval * 10
         scaling = taskqueue.spec.scaling
         interval = scaling.poll_interval_seconds if scaling else self.settings.fixed_poll_interval
 
+        observation = await self.observe(taskqueue)
+        settings = PlanSettings(
+            counter_patch_interval=max(
+                self.settings.counter_patch_interval,
+                self.connections.loops / self.settings.counter_writes_per_second,
+            )
+        )
+        planned = plan(taskqueue, observation, self.state, settings)
+        self.log.debug("plan: %s (%s)", [e.key for e in planned.effects], planned.decision_reason)
+        self.executor.redis_url = self.redis_url
+        self.executor.key_prefix = taskqueue.spec.redis.key_prefix
+        outcomes = await self.executor.run(planned.effects, observation.time)
+        self.state, follow_ups = record_outcomes(taskqueue, planned.state, outcomes, self.clock())
+        await self.executor.post(follow_ups)
+        self.report(taskqueue, observation, planned, outcomes)
+        return interval
+
+    async def report_invalid_spec(self) -> None:
+        """A body the operator's model refuses (the CRD let it through): say which field,
+        once per generation, in an Event and in the status."""
+        generation = self.body["metadata"].get("generation")
+        error: pydantic.ValidationError = self._invalid_error
+        message = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}"
+            if e["loc"] and e["loc"][0] == "spec"
+            else f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in error.errors()
+        )[:2000]
+        status = invalid_spec_status(self.state.status, generation, message, self.clock())
+        if status == self.state.status:
+            return
+        self.post_event(self.body, "Warning", "InvalidSpec", message)
+        await self.kube.patch_status(self.namespace, self.name, status)
+        self.state = dataclasses.replace(self.state, status=status, status_model=None)
+
+    # ------------------------------------------------------------------- observe
+
+    async def observe(self, taskqueue: TaskQueue) -> Observation:
+        """Everything the plan needs, in one immutable value."""
         await self.resync_children()
         now = self.clock()
-        redis_observation, redis_error = await self.observe_redis(taskqueue, now)
-        deployment = self.deployment_observation()
-        observation = Observation(now, redis_observation, redis_error, deployment)
-
-        requeue = None
-        if redis_observation is not None:
-            await self.recover_abandoned_jobs(taskqueue, redis_observation)
-            await self.return_stuck_in_transit(taskqueue, redis_observation)
-            requeue = await self.requeue_on_annotation(taskqueue, now)
-        scale = await self.decide_and_scale(taskqueue, observation)
-        await self.reconcile_children(taskqueue, scale.desired_replicas)
-        self.record_metrics(taskqueue, observation, scale)
-        self.record_history(observation, scale)
-        await self.report(taskqueue, observation, scale, requeue)
-        return interval
+        redis_observation, failure, suspended = await self.observe_redis(taskqueue, now)
+        await self.dry_run_children(taskqueue)
+        children = self.children.snapshot()
+        observation = Observation(
+            time=now,
+            redis=redis_observation,
+            redis_error=failure[1] if failure else None,
+            redis_failure_reason=failure[0] if failure else None,
+            redis_suspended=suspended,
+            deployment=deployment_observation(children),
+            children=children,
+            dry_run=self.dry_run,
+        )
+        return observation
 
     async def resync_children(self) -> None:
         """Read the children from the API once a watch re-listed (after a gap, e.g. an API
@@ -344,7 +420,36 @@ class TaskQueueLoop:
                 self.children.replace(kind, bodies)
         self.resynced_listings = listings
 
-    # ------------------------------------------------------------------- observe
+    async def dry_run_children(self, taskqueue: TaskQueue) -> None:
+        """Once per generation: would the API server take the children of this spec? What
+        only the server validates (and the CRD cannot express) is refused here, naming the
+        field, before anything is touched."""
+        generation = taskqueue.metadata.get("generation")
+        if self.dry_run is not None and self.dry_run.generation == generation:
+            return
+        live = self.children.deployment
+        replicas = int((live or {}).get("spec", {}).get("replicas") or 0)
+        if not taskqueue.spec.autoscaling:
+            replicas = taskqueue.spec.fixed_replicas
+        refusals = []
+        for body in [
+            desired_deployment(taskqueue, replicas),
+            *desired_cronjobs(taskqueue).values(),
+        ]:
+            try:
+                await self.kube.apply(body, dry_run=True)
+            except ApiException as error:
+                failure = effect_error(error)
+                if not failure.terminal:
+                    raise  # the API server is away or busy: try again next tick
+                refusals.append((body, failure))
+        self.dry_run = DryRun(generation, tuple(refusals))
+        if refusals:
+            self.log.warning(
+                "the API server refuses the children of generation %s: %s",
+                generation,
+                "; ".join(f"{b['kind']} {b['metadata']['name']}: {e.message}" for b, e in refusals),
+            )
 
     async def redis_client(self, taskqueue: TaskQueue, now: float) -> aioredis.Redis:
         """The shared client for the connection URL, re-read from its Secrets when stale,
@@ -355,7 +460,7 @@ class TaskQueueLoop:
         if (
             self.redis_url is None
             or self.redis_url_spec != redis_spec
-            or (from_secrets and (stale or not self.redis_was_reachable))
+            or (from_secrets and (stale or not self.state.redis_reachable))
         ):
             self.redis_url = await self.connection_url(redis_spec)
             self.redis_url_spec = redis_spec
@@ -386,12 +491,15 @@ class TaskQueueLoop:
 
     async def observe_redis(
         self, taskqueue: TaskQueue, now: float
-    ) -> tuple[RedisObservation | None, str | None]:
+    ) -> tuple[RedisObservation | None, tuple[str, str] | None, bool]:
+        """(the stats, or None and (failure kind, message); whether `rq suspend` holds)."""
+        prefix = taskqueue.spec.redis.key_prefix
         try:
             client = await self.redis_client(taskqueue, now)
-            observation = await asyncio.wait_for(
-                redis_stats.read_stats(
-                    client, taskqueue.spec.redis.key_prefix, taskqueue.spec.queues, now
+            observation, suspended = await asyncio.wait_for(
+                asyncio.gather(
+                    redis_stats.read_stats(client, prefix, taskqueue.spec.queues, now),
+                    client.exists(f"{prefix}:suspended"),
                 ),
                 timeout=self.settings.redis_timeout,
             )
@@ -399,17 +507,21 @@ class TaskQueueLoop:
             message = redact(
                 f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             )
+            return None, (redis_failure_reason(message), message), False
         except TLSConfigError as error:
-            message = str(error)
-        except (SecretUnreadable, ApiException) as error:
-            message = redact(f"cannot read the Redis URL or TLS Secrets: {error}")
+            return None, ("TLSMisconfigured", str(error)), False
+        except SecretUnreadable as error:
+            kind = "SecretMissing" if error.missing else "SecretUnreadable"
+            return None, (kind, redact(f"cannot read the Redis URL or TLS Secrets: {error}")), False
+        except ApiException as error:
+            message = redact(
+                f"cannot read the Redis URL or TLS Secrets: {error.status} {error.reason}"
+            )
+            return None, ("SecretUnreadable", message), False
         except ValueError as error:  # redis-py refuses to parse the URL (scheme, port...)
-            message = redact(f"invalid Redis URL: {error}")
-        else:
-            self.redis_transition(True, "Redis answered")
-            return await self.with_memory_policy(client, observation, now), None
-        self.redis_transition(False, message)
-        return None, message
+            return None, ("InvalidURL", redact(f"invalid Redis URL: {error}")), False
+        observation = await self.with_memory_policy(client, observation, now)
+        return observation, None, bool(suspended)
 
     async def with_memory_policy(
         self, client: aioredis.Redis, observation: RedisObservation, now: float
@@ -421,274 +533,109 @@ class TaskQueueLoop:
         policy, limit = self.memory_policy
         return dataclasses.replace(observation, maxmemory_policy=policy, maxmemory=limit)
 
-    def redis_transition(self, reachable: bool, message: str) -> None:
-        """One Event per change of reachability, not one per tick."""
-        if self.redis_was_reachable is reachable:
-            return
-        if not reachable:
-            self.post_event(self.body, "Warning", "RedisUnreachable", message)
-        elif self.redis_was_reachable is False:
-            self.post_event(self.body, "Normal", "RedisReachable", "Redis answers again")
-        self.redis_was_reachable = reachable
-
-    async def recover_abandoned_jobs(self, taskqueue: TaskQueue, redis: RedisObservation) -> None:
-        """Requeue (or fail) at once what RQ would notice only minutes later."""
-        horizon = time.time() - VANISHED_POD_MEMORY_SECONDS
-        vanished = self.children.vanished_pods
-        for name in [n for n, seen in vanished.items() if seen < horizon]:
-            del vanished[name]
-        deaths = container_deaths(self.children.pods, WORKER_CONTAINER)
-        abandoned = find_abandoned(redis.workers, set(self.children.pods), set(vanished), deaths)
-        url = self.redis_url
-        if not abandoned or url is None:
-            return
-        policy = taskqueue.spec.scaling.abandoned_jobs if taskqueue.spec.scaling else "requeue"
-        results = await asyncio.to_thread(
-            recover_with_prefix, url, taskqueue.spec.redis.key_prefix, abandoned, policy
-        )
-        handled = [r for r in results if r.action in ("retried", "requeued", "failed")]
-        for result in handled:
-            metrics.RECOVERED_JOBS.labels(self.namespace, self.name, result.action).inc()
-        self.recovered_jobs += len(handled)
-        if handled:
-            pods = ", ".join(sorted({r.pod for r in handled}))
-            summary = ", ".join(f"{r.job_id} {r.action}" for r in handled[:10])
-            self.post_event(
-                self.body,
-                "Warning",
-                "AbandonedJobsRecovered",
-                f"{len(handled)} jobs of vanished workers ({pods}): {summary}",
-            )
-
-    async def return_stuck_in_transit(self, taskqueue: TaskQueue, redis: RedisObservation) -> None:
-        """Jobs a worker took off a queue and died before starting: back on the queue now,
-        not after RQ's 10-minute maintenance pass (which would then fail them)."""
-        observed = [(q.name, job_id) for q in redis.queues for job_id in q.in_transit]
-        self.in_transit_seen, due = stuck_in_transit(self.in_transit_seen, observed, redis.time)
-        if not due or self.redis_url is None:
-            return
-        returned = await asyncio.to_thread(
-            return_in_transit, self.redis_url, taskqueue.spec.redis.key_prefix, due
-        )
-        for item in due:
-            self.in_transit_seen.pop(item, None)
-        if returned:
-            metrics.RECOVERED_JOBS.labels(self.namespace, self.name, "returned").inc(len(returned))
-            self.recovered_jobs += len(returned)
-            self.post_event(
-                self.body,
-                "Warning",
-                "StuckJobsReturned",
-                f"{len(returned)} jobs taken by a worker that died before starting them were "
-                f"put back on their queues: {', '.join(returned[:10])}",
-            )
-
-    async def requeue_on_annotation(self, taskqueue: TaskQueue, now: float) -> RequeueStatus | None:
-        """`taskqueue.dev/requeue-failed: <token>`: requeue the dead letters once per token.
-
-        The handled token is kept in status, so an operator restart does not act twice.
-        """
-        token = (taskqueue.metadata.get("annotations") or {}).get(REQUEUE_ANNOTATION)
-        done = ((self.last_status or {}).get("requeue") or {}).get("token")
-        if not token or token in (done, self.requeued_token):
-            return None
-        url = self.redis_url
-        if url is None:
-            return None
-        count = await asyncio.to_thread(
-            requeue_failed_with_prefix, url, taskqueue.spec.redis.key_prefix, taskqueue.spec.queues
-        )
-        self.requeued_token = token
-        self.post_event(
-            self.body,
-            "Normal",
-            "RequeuedFailedJobs",
-            f"requeued {count} failed jobs (annotation {REQUEUE_ANNOTATION}={token})",
-        )
-        return RequeueStatus(token=token, requeued=count, time=timestamp(now))
-
-    def deployment_observation(self) -> DeploymentObservation:
-        live = self.children.deployment
-        pods = tuple(
-            sorted(
-                name
-                for name, pod in self.children.pods.items()
-                if not pod["metadata"].get("deletionTimestamp")
-            )
-        )
-        if live is None:
-            return DeploymentObservation(exists=False, pods=pods)
-        status = live.get("status") or {}
-        return DeploymentObservation(
-            exists=True,
-            replicas=int((live.get("spec") or {}).get("replicas") or 0),
-            ready_replicas=int(status.get("readyReplicas") or 0),
-            available_replicas=int(status.get("availableReplicas") or 0),
-            updated_replicas=int(status.get("updatedReplicas") or 0),
-            pods=pods,
-        )
-
-    # -------------------------------------------------------------------- decide
-
-    async def decide_and_scale(self, taskqueue: TaskQueue, observation: Observation) -> ScaleInfo:
-        spec = taskqueue.spec
-        if spec.scaling is None:
-            return ScaleInfo(desired_replicas=spec.fixed_replicas)
-        current = observation.deployment.replicas
-        if not observation.deployment.exists:
-            current = spec.scaling.min_replicas
-        decision = decide(
-            spec.scaling, observation.redis, current, self.scaler_state, observation.time
-        )
-        self.scaler_state = decision.state
-        self.log.debug(
-            "decision: pending=%s current=%s exists=%s -> %s (%s)",
-            observation.redis.pending if observation.redis else None,
-            current,
-            observation.deployment.exists,
-            decision.replicas,
-            decision.reason,
-        )
-        if decision.changed and observation.deployment.exists:
-            if decision.replicas < current and spec.scaling.protect_busy_workers:
-                await self.protect_busy_pods(observation)
-            await self.kube.scale_deployment(
-                self.namespace, worker_deployment_name(self.name), decision.replicas
-            )
-            if self.children.deployment is not None:  # until the watch event catches up
-                self.children.deployment.setdefault("spec", {})["replicas"] = decision.replicas
-            self.last_scale = (timestamp(observation.time), decision.reason)
-            direction = "up" if decision.replicas > current else "down"
-            self.scale_events.append(
-                {
-                    "t": round(observation.time, 3),
-                    "from": current,
-                    "to": decision.replicas,
-                    "reason": decision.reason,
-                }
-            )
-            metrics.SCALE_EVENTS.labels(self.namespace, self.name, direction).inc()
-            metrics.DECISION_LATENCY.labels(self.namespace, self.name).observe(
-                max(0.0, self.clock() - observation.time)
-            )
-            self.post_event(
-                self.body,
-                "Normal",
-                "Scaled",
-                f"scaled {direction} from {current} to {decision.replicas}: {decision.reason}",
-            )
-        return ScaleInfo(
-            desired_replicas=decision.replicas if observation.deployment.exists else current,
-            limited=decision.limited,
-            last_scale_time=self.last_scale[0],
-            last_scale_reason=self.last_scale[1],
-        )
-
-    async def protect_busy_pods(self, observation: Observation) -> None:
-        """Before a scale-down: the ReplicaSet removes the cheapest pods, so idle ones go."""
-        busy = observation.redis.busy_pods() if observation.redis else set()
-        for name, pod in list(self.children.pods.items()):
-            cost = BUSY_POD_DELETION_COST if name in busy else IDLE_POD_DELETION_COST
-            annotations = pod["metadata"].get("annotations") or {}
-            if annotations.get(DELETION_COST_ANNOTATION) != cost:
-                await self.kube.annotate_pod(self.namespace, name, {DELETION_COST_ANNOTATION: cost})
-
-    # ----------------------------------------------------------------------- act
-
-    async def reconcile_children(self, taskqueue: TaskQueue, replicas: int) -> None:
-        """Apply what is missing or drifted; delete CronJobs of removed schedules."""
-        generation = taskqueue.metadata.get("generation")
-        if not self.children.dirty and self.reconciled_generation == generation:
-            return
-        self.children.dirty = False
-        live = self.children.deployment
-        if taskqueue.spec.autoscaling and live is not None:
-            replicas = int((live.get("spec") or {}).get("replicas") or 0)  # the scaler owns it
-        deployment = desired_deployment(taskqueue, replicas)
-        await self.apply_if_drifted(deployment, live)
-
-        wanted = desired_cronjobs(taskqueue)
-        for name, cronjob in wanted.items():
-            await self.apply_if_drifted(cronjob, self.children.cronjobs.get(name))
-        for name in drift.children_to_delete(set(self.children.cronjobs), set(wanted)):
-            await self.kube.delete_cronjob(self.namespace, name)
-            self.children.cronjobs.pop(name, None)
-            self.post_event(self.body, "Normal", "Deleted", f"CronJob {name}: schedule removed")
-        self.reconciled_generation = generation
-
-    async def apply_if_drifted(self, desired: dict[str, Any], live: dict[str, Any] | None) -> None:
-        kind, name = desired["kind"], desired["metadata"]["name"]
-        if live is not None:
-            paths = drift.drifted_paths(
-                {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]},
-                live,
-            )
-            if not paths:
-                return
-            self.log.info("%s %s drifted at %s: applying", kind, name, ", ".join(paths[:5]))
-        applied = await self.kube.apply(desired)
-        # Remember what we wrote: the watch event may come after the next tick.
-        if kind == "Deployment":
-            self.children.deployment = applied
-        else:
-            self.children.cronjobs[name] = applied
-        if live is None:
-            # After an operator restart the cache may lag the watch: only new objects count.
-            if applied["metadata"].get("generation") == 1 and not applied.get("status"):
-                self.post_event(self.body, "Normal", "Created", f"{kind} {name}")
-        else:
-            self.post_event(self.body, "Normal", "Updated", f"{kind} {name}: restored the spec")
-
     # -------------------------------------------------------------------- report
 
-    def record_history(self, observation: Observation, scale: ScaleInfo) -> None:
-        """One point per tick for the dashboard's last hour."""
+    def report(
+        self,
+        taskqueue: TaskQueue,
+        observation: Observation,
+        planned: Plan,
+        outcomes: list[Outcome],
+    ) -> None:
+        """What the dashboard and the metrics read: the last observation and plan."""
         self.last_observation = observation
+        self.last_plan = planned
         redis = observation.redis
+        if redis is not None:
+            self.outcomes.update(redis)
         self.history.append(
             {
                 "t": round(observation.time, 3),
                 "pending": redis.pending if redis else None,
                 "running": redis.running if redis else None,
                 "workers": len(redis.live_workers) if redis else None,
-                "desired": scale.desired_replicas,
+                "desired": planned.scale.desired_replicas,
                 "ready": observation.deployment.ready_replicas,
             }
         )
-
-    def record_metrics(
-        self, taskqueue: TaskQueue, observation: Observation, scale: ScaleInfo
-    ) -> None:
-        metrics.record_observation(self.namespace, self.name, observation, scale.desired_replicas)
-        if observation.redis is not None:
-            self.outcomes.update(observation.redis)
-            metrics.record_failure_ratio(self.namespace, self.name, self.outcomes.failure_ratio())
-            for queue in observation.redis.queues:
-                metrics.QUEUE_WAIT.labels(self.namespace, self.name, queue.name).set(
-                    queue.oldest_age(observation.time)
+        for outcome in outcomes:
+            effect = outcome.effect
+            if isinstance(effect, Scale) and outcome.ok:
+                self.scale_events.append(
+                    {
+                        "t": round(observation.time, 3),
+                        "from": effect.current,
+                        "to": effect.replicas,
+                        "reason": effect.reason,
+                    }
                 )
-        if taskqueue.spec.scaling is not None:
-            target = taskqueue.spec.scaling.target_queue_seconds
-            if target is not None:
-                metrics.TARGET_WAIT.labels(self.namespace, self.name).set(target)
+        if redis is None:
+            metrics.record_redis_error(self.namespace, self.name)
 
-    async def report(
-        self,
-        taskqueue: TaskQueue,
-        observation: Observation,
-        scale: ScaleInfo,
-        requeue: RequeueStatus | None = None,
-    ) -> None:
-        built = build_status(taskqueue, observation, scale, self.previous_status, requeue)
-        status = status_dict(built)
-        since = observation.time - self.last_status_patch
-        interval = max(
-            self.settings.counter_patch_interval,
-            self.connections.loops / self.settings.counter_writes_per_second,
+    def metric_sample(self) -> metrics.TaskQueueSample | None:
+        """The gauges of this TaskQueue, read at scrape time."""
+        observation, planned = self.last_observation, self.last_plan
+        if observation is None or planned is None:
+            return None
+        taskqueue = self.parse()
+        scaling = taskqueue.spec.scaling if taskqueue is not None else None
+        return metrics.TaskQueueSample(
+            namespace=self.namespace,
+            name=self.name,
+            observation=observation,
+            desired_replicas=planned.scale.desired_replicas,
+            failure_ratio=self.outcomes.failure_ratio(),
+            target_queue_seconds=scaling.target_queue_seconds if scaling else None,
         )
-        if not patch_due(self.last_status, status, since, interval):
-            return
-        await self.kube.patch_status(self.namespace, self.name, status)
-        self.last_status = status
-        self.previous_status = built
-        self.last_status_patch = observation.time
+
+
+def deployment_observation(children: ChildrenSnapshot) -> DeploymentObservation:
+    live = children.deployment
+    pods = tuple(
+        sorted(
+            name
+            for name, pod in children.pods.items()
+            if not (pod.get("metadata") or {}).get("deletionTimestamp")
+        )
+    )
+    if live is None:
+        return DeploymentObservation(exists=False, pods=pods)
+    status = live.get("status") or {}
+    return DeploymentObservation(
+        exists=True,
+        replicas=int((live.get("spec") or {}).get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        pods=pods,
+    )
+
+
+def invalid_spec_status(
+    previous: dict[str, Any] | None, generation: int | None, message: str, now: float
+) -> dict[str, Any]:
+    """The status of a TaskQueue whose spec the operator cannot read: the counters it had,
+    Ready and Stalled saying which field to fix."""
+    status = dict(previous or {})
+    old = {c.get("type"): c for c in status.get("conditions") or []}
+    moment = timestamp(now)
+
+    def condition(kind: str, value: str, reason: str) -> dict[str, Any]:
+        same = old.get(kind, {}).get("status") == value
+        return {
+            "type": kind,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": old[kind].get("lastTransitionTime") if same else moment,
+            "observedGeneration": generation,
+        }
+
+    kept = [c for t, c in old.items() if t not in ("Ready", "Stalled", "Reconciling")]
+    status["conditions"] = [
+        condition("Ready", "False", "InvalidSpec"),
+        condition("Stalled", "True", "InvalidSpec"),
+        *kept,
+    ]
+    status["observedGeneration"] = generation
+    return status

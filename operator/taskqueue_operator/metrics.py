@@ -7,29 +7,19 @@ TaskQueue labels, and the operator's own series start with `taskqueue_`.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from taskqueue_operator.observation import Observation
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The counters are events (a scale, a recovery): only the replica that acts counts them.
 _TQ = ("namespace", "taskqueue")
 
-JOBS = Gauge(
-    "rq_jobs",
-    "RQ jobs by queue and status (queued, started, scheduled, deferred, failed).",
-    [*_TQ, "queue", "status"],
-    registry=REGISTRY,
-)
-WORKERS = Gauge("rq_workers", "RQ workers by state.", [*_TQ, "state"], registry=REGISTRY)
-REPLICAS = Gauge(
-    "taskqueue_replicas",
-    "Worker replicas: desired (decision), current (Deployment spec), ready.",
-    [*_TQ, "kind"],
-    registry=REGISTRY,
-)
-REDIS_UP = Gauge(
-    "taskqueue_redis_up", "1 when the last Redis observation worked.", _TQ, registry=REGISTRY
-)
 REDIS_ERRORS = Counter(
     "taskqueue_redis_errors", "Failed Redis observations.", _TQ, registry=REGISTRY
 )
@@ -52,69 +42,112 @@ DECISION_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )
-FAILURE_RATIO = Gauge(
-    "taskqueue_failure_ratio",
-    "failed / (failed + finished) jobs over the last window, from the workers' counters.",
-    _TQ,
-    registry=REGISTRY,
-)
-QUEUE_WAIT = Gauge(
-    "taskqueue_oldest_job_age_seconds",
-    "Age of the oldest pending job of each queue (0 when empty).",
-    [*_TQ, "queue"],
-    registry=REGISTRY,
-)
 
-TARGET_WAIT = Gauge(
-    "taskqueue_target_queue_seconds",
-    "spec.scaling.targetQueueSeconds, when set: the wait the alerts compare against.",
-    _TQ,
-    registry=REGISTRY,
-)
+
+@dataclass(frozen=True)
+class TaskQueueSample:
+    """What one TaskQueue's last tick saw and planned: the gauges are read from it at
+    scrape time, so they can never outlive the loop (a deleted TaskQueue, a removed
+    queue, a standby replica that lost the lease)."""
+
+    namespace: str
+    name: str
+    observation: Observation
+    desired_replicas: int
+    failure_ratio: float | None = None
+    target_queue_seconds: float | None = None
+
 
 _JOB_STATUSES = ("queued", "started", "scheduled", "deferred", "failed")
-_PER_TASKQUEUE = (REPLICAS, REDIS_UP, FAILURE_RATIO)
 
 
-def record_observation(namespace: str, name: str, observation: Observation, desired: int) -> None:
-    """Set the gauges of one TaskQueue from one tick."""
-    labels = (namespace, name)
-    REPLICAS.labels(*labels, "desired").set(desired)
-    REPLICAS.labels(*labels, "current").set(observation.deployment.replicas)
-    REPLICAS.labels(*labels, "ready").set(observation.deployment.ready_replicas)
-    redis = observation.redis
-    if redis is None:
-        REDIS_UP.labels(*labels).set(0)
-        REDIS_ERRORS.labels(*labels).inc()
-        return
-    REDIS_UP.labels(*labels).set(1)
-    for queue in redis.queues:
-        counts = (queue.pending, queue.running, queue.scheduled, queue.deferred, queue.failed)
-        for status, value in zip(_JOB_STATUSES, counts, strict=True):
-            JOBS.labels(*labels, queue.name, status).set(value)
-    WORKERS.labels(*labels, "busy").set(redis.busy_workers)
-    WORKERS.labels(*labels, "idle").set(redis.idle_workers)
+class TaskQueueCollector(Collector):
+    """Gauges computed at scrape time from the last plans of the loops that run here."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[TaskQueueSample]] = lambda: ()
+
+    def describe(self) -> list[Metric]:
+        return []  # no fixed set: the families depend on the TaskQueues
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily(
+            "rq_jobs",
+            "RQ jobs by queue and status (queued, started, scheduled, deferred, failed).",
+            labels=[*_TQ, "queue", "status"],
+        )
+        workers = GaugeMetricFamily("rq_workers", "RQ workers by state.", labels=[*_TQ, "state"])
+        replicas = GaugeMetricFamily(
+            "taskqueue_replicas",
+            "Worker replicas: desired (decision), current (Deployment spec), ready.",
+            labels=[*_TQ, "kind"],
+        )
+        redis_up = GaugeMetricFamily(
+            "taskqueue_redis_up", "1 when the last Redis observation worked.", labels=_TQ
+        )
+        failure_ratio = GaugeMetricFamily(
+            "taskqueue_failure_ratio",
+            "failed / (failed + finished) jobs over the last window, from the workers' counters.",
+            labels=_TQ,
+        )
+        queue_wait = GaugeMetricFamily(
+            "taskqueue_oldest_job_age_seconds",
+            "Age of the oldest pending job of each queue (0 when empty).",
+            labels=[*_TQ, "queue"],
+        )
+        target_wait = GaugeMetricFamily(
+            "taskqueue_target_queue_seconds",
+            "spec.scaling.targetQueueSeconds, when set: the wait the alerts compare against.",
+            labels=_TQ,
+        )
+        for sample in self.source():
+            labels = [sample.namespace, sample.name]
+            observation = sample.observation
+            deployment = observation.deployment
+            replicas.add_metric([*labels, "desired"], sample.desired_replicas)
+            replicas.add_metric([*labels, "current"], deployment.replicas)
+            replicas.add_metric([*labels, "ready"], deployment.ready_replicas)
+            if sample.target_queue_seconds is not None:
+                target_wait.add_metric(labels, sample.target_queue_seconds)
+            if sample.failure_ratio is not None:
+                failure_ratio.add_metric(labels, sample.failure_ratio)
+            redis = observation.redis
+            redis_up.add_metric(labels, 0 if redis is None else 1)
+            if redis is None:
+                continue
+            for queue in redis.queues:
+                counts = (
+                    queue.pending,
+                    queue.running,
+                    queue.scheduled,
+                    queue.deferred,
+                    queue.failed,
+                )
+                for status, value in zip(_JOB_STATUSES, counts, strict=True):
+                    jobs.add_metric([*labels, queue.name, status], value)
+                queue_wait.add_metric([*labels, queue.name], queue.oldest_age(observation.time))
+            workers.add_metric([*labels, "busy"], redis.busy_workers)
+            workers.add_metric([*labels, "idle"], redis.idle_workers)
+        yield from (jobs, workers, replicas, redis_up, failure_ratio, queue_wait, target_wait)
 
 
-def record_failure_ratio(namespace: str, name: str, ratio: float | None) -> None:
-    if ratio is not None:
-        FAILURE_RATIO.labels(namespace, name).set(ratio)
+COLLECTOR = TaskQueueCollector()
+REGISTRY.register(COLLECTOR)
+
+
+def collect_from(source: Callable[[], Iterable[TaskQueueSample]]) -> None:
+    """Where the gauges come from: the registry's running loops (none on a standby)."""
+    COLLECTOR.source = source
+
+
+def record_redis_error(namespace: str, name: str) -> None:
+    REDIS_ERRORS.labels(namespace, name).inc()
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop every series of a deleted TaskQueue, so dashboards do not show ghosts."""
-    for metric in (
-        JOBS,
-        WORKERS,
-        REPLICAS,
-        REDIS_UP,
-        REDIS_ERRORS,
-        SCALE_EVENTS,
-        RECOVERED_JOBS,
-        DECISION_LATENCY,
-        FAILURE_RATIO,
-        QUEUE_WAIT,
-    ):
+    """Drop the counters of a deleted TaskQueue, so dashboards do not show ghosts (its
+    gauges go with its loop)."""
+    for metric in (REDIS_ERRORS, SCALE_EVENTS, RECOVERED_JOBS, DECISION_LATENCY):
         stale = [
             values
             for values in list(metric._metrics)  # prometheus_client keeps children by labels

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskqueue_operator.reconcile.effects import EffectError
 
 BUSY_STATES = frozenset({"busy"})
 
@@ -122,6 +127,28 @@ class DeploymentObservation:
 
 
 @dataclass(frozen=True)
+class ChildrenSnapshot:
+    """The TaskQueue's children as the watch caches hold them at the tick."""
+
+    deployment: Mapping[str, Any] | None = None
+    cronjobs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    pods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    vanished_pods: Mapping[str, float] = field(default_factory=dict)
+    """Pods we saw and then saw go (deleted, or finished for good), with when."""
+    changed: bool = True
+    """A watch event (or our own write) changed them since the last tick's check."""
+
+
+@dataclass(frozen=True)
+class DryRun:
+    """A server-side dry-run of one generation's children: what the API server refused."""
+
+    generation: int | None
+    refusals: tuple[tuple[dict[str, Any], EffectError], ...] = ()
+    """(the desired child, the API server's error) per refused child."""
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything one tick saw. `redis` is None when Redis could not be read."""
 
@@ -129,3 +156,10 @@ class Observation:
     redis: RedisObservation | None
     redis_error: str | None
     deployment: DeploymentObservation
+    redis_failure_reason: str | None = None
+    """What kind of failure `redis_error` is (a Redis failure kind's name)."""
+    redis_suspended: bool = False
+    """`rq suspend` is in effect for this Redis and key prefix."""
+    children: ChildrenSnapshot = field(default_factory=ChildrenSnapshot)
+    dry_run: DryRun | None = None
+    """The latest dry-run of the children, when the current generation has one."""

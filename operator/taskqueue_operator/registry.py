@@ -44,6 +44,14 @@ class LoopRegistry:
         # False on a standby replica: it keeps the caches, the leader runs the loops.
         self.active = True
         self._pending: set[asyncio.Task[None]] = set()
+        metrics.collect_from(self.samples)
+
+    def samples(self) -> list[metrics.TaskQueueSample]:
+        """The gauges of the loops running here, at scrape time: none on a standby."""
+        if not self.active:
+            return []
+        found = (loop.metric_sample() for loop in list(self.loops.values()))
+        return [sample for sample in found if sample is not None]
 
     async def taskqueue_event(self, event_type: str | None, body: dict[str, Any]) -> None:
         meta = body["metadata"]

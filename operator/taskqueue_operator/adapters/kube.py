@@ -34,6 +34,11 @@ def load_config() -> None:
 class SecretUnreadable(LookupError):
     """A Secret (or its key) the spec names cannot be read; the message says which."""
 
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+        """The Secret or its key does not exist (rather than: we may not read it)."""
+
 
 class Kube:
     """The operator's Kubernetes client. One instance, shared by all TaskQueue loops."""
@@ -45,8 +50,9 @@ class Kube:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.custom = kubernetes.client.CustomObjectsApi(self.api_client)
 
-    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of a Deployment or CronJob we own (force: we are the owner)."""
+    async def apply(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply of a Deployment or CronJob we own (force: we are the owner).
+        `dry_run`: the API server validates and admits it, and stores nothing."""
         meta = body["metadata"]
         if body["kind"] == "Deployment":
             call = self.apps.patch_namespaced_deployment
@@ -62,6 +68,7 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type=APPLY,
+            **({"dry_run": "All"} if dry_run else {}),
         )
         return self.api_client.sanitize_for_serialization(result)
 
@@ -147,9 +154,10 @@ class Kube:
             secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
         except ApiException as error:  # its text carries every response header: too long
             raise SecretUnreadable(
-                f"Secret {namespace}/{name}: {error.status} {error.reason}"
+                f"Secret {namespace}/{name}: {error.status} {error.reason}",
+                missing=error.status == 404,
             ) from None
         data = secret.data or {}
         if key not in data:
-            raise SecretUnreadable(f"Secret {namespace}/{name} has no key {key!r}")
+            raise SecretUnreadable(f"Secret {namespace}/{name} has no key {key!r}", missing=True)
         return base64.b64decode(data[key]).decode()

@@ -17,6 +17,7 @@ from taskqueue_operator.api.models import (
 )
 from taskqueue_operator.observation import Observation
 from taskqueue_operator.reconcile.labels import selector_string, worker_selector
+from taskqueue_operator.reconcile.pods import PodProblem
 
 # Fields that move with every job; everything else is "structure" and is patched at once.
 COUNTER_FIELDS = frozenset({"pending", "running", "scheduled", "deadLetters", "workers", "queues"})
@@ -33,6 +34,29 @@ class ScaleInfo:
     limited: str | None = None
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A child (or a write) the API server refused, as the status tells it."""
+
+    subject: str
+    """`Deployment backtests-workers`, `CronJob backtests-nightly`, `scale`..."""
+    message: str
+    """The API server's message, naming the user's field where one is behind it."""
+    terminal: bool
+    """Retrying cannot help until the spec (or the operator's permissions) changes."""
+    dry_run: bool = False
+    """Found by the dry-run of a new spec: nothing was touched."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the plan knows beyond one observation: refusals, pods, suspension."""
+
+    refusals: tuple[Refusal, ...] = ()
+    pod_problems: tuple[PodProblem, ...] = ()
+    suspended: bool = False
 
 
 def timestamp(moment: float) -> str:
@@ -73,9 +97,11 @@ def build_status(
     scale: ScaleInfo,
     previous: TaskQueueStatus | None,
     requeue: RequeueStatus | None = None,
+    health: Health | None = None,
 ) -> TaskQueueStatus:
     """The status to report. Counters survive a Redis outage: they show the last known values."""
     previous = previous or TaskQueueStatus()
+    health = health or Health()
     now = timestamp(observation.time)
     generation = taskqueue.metadata.get("generation")
     old_conditions = {c.type: c for c in previous.conditions or []}
@@ -113,12 +139,20 @@ def build_status(
             previous.dead_letters,
         )
 
+    def condition(kind: str, status: bool, reason: str, message: str) -> Condition:
+        return _condition(old_conditions, kind, status, reason, message, now, generation)
+
+    ready = _ready(observation, scale, health)
     conditions = [
+        condition("Ready", *ready),
+        condition("Reconciling", *_reconciling(observation, scale, health)),
+        condition("Stalled", *_stalled(health)),
+        condition("ChildrenApplied", *_children_applied(health)),
         _redis_condition(old_conditions, observation, now, generation),
         *_eviction_condition(old_conditions, observation, now, generation),
         _dead_letter_condition(old_conditions, queues, failed, now, generation),
         _scaling_condition(old_conditions, taskqueue, scale, now, generation),
-        _ready_condition(old_conditions, observation, scale, now, generation),
+        condition("WorkersSuspended", *_suspended(health, taskqueue)),
     ]
     return TaskQueueStatus(
         observed_generation=generation,
@@ -150,7 +184,7 @@ def _redis_condition(
             old, "RedisReachable", True, "Connected", "Redis answered", now, generation
         )
     message = redact(observation.redis_error or "Redis did not answer")
-    reason = redis_failure_reason(message)
+    reason = observation.redis_failure_reason or redis_failure_reason(message)
     return _condition(old, "RedisReachable", False, reason, message, now, generation)
 
 
@@ -234,27 +268,75 @@ def _scaling_condition(
     )
 
 
-def _ready_condition(
-    old: dict[str, Condition],
-    observation: Observation,
-    scale: ScaleInfo,
-    now: str,
-    generation: int | None,
-) -> Condition:
+Verdict = tuple[bool, str, str]  # (status, reason, message)
+
+
+def _ready(observation: Observation, scale: ScaleInfo, health: Health) -> Verdict:
+    """Ready: the workers the TaskQueue wants run, reach Redis and take jobs. Its reason is
+    the STATUS column of `kubectl get taskqueues`: the first thing to fix."""
     deployment = observation.deployment
+    counts = f"{deployment.ready_replicas}/{scale.desired_replicas} workers ready"
     if observation.redis is None:
-        return _condition(
-            old, "Ready", False, "RedisUnreachable", "Redis is unreachable", now, generation
-        )
+        reason = observation.redis_failure_reason or "RedisUnreachable"
+        return False, reason, redact(observation.redis_error or "Redis did not answer")
+    refused = [r for r in health.refusals if r.terminal]
+    if refused:
+        return False, "ChildRefused", "; ".join(f"{r.subject}: {r.message}" for r in refused)
     if not deployment.exists:
-        return _condition(
-            old, "Ready", False, "DeploymentMissing", "worker Deployment not found", now, generation
-        )
+        return False, "DeploymentMissing", "worker Deployment not found"
+    if health.suspended:
+        return False, "WorkersSuspended", f"`rq suspend` is in effect; {counts}"
+    if deployment.ready_replicas < scale.desired_replicas:
+        problems = health.pod_problems
+        if problems:
+            details = "; ".join(p.summary for p in problems[:3])
+            return False, problems[0].reason, f"{counts}: {details}"
+        return False, "WorkersNotReady", counts
+    return True, "WorkersReady", counts
+
+
+def _reconciling(observation: Observation, scale: ScaleInfo, health: Health) -> Verdict:
+    """kstatus' Reconciling: the children are on their way to the spec."""
+    deployment = observation.deployment
+    transient = [r for r in health.refusals if not r.terminal]
+    if transient:
+        return True, "Retrying", "; ".join(f"{r.subject}: {r.message}" for r in transient)
+    if not deployment.exists:
+        return True, "Creating", "creating the worker Deployment"
+    if deployment.updated_replicas < deployment.replicas:
+        message = f"{deployment.updated_replicas}/{deployment.replicas} workers updated"
+        return True, "RollingOut", message
     if deployment.ready_replicas < scale.desired_replicas:
         message = f"{deployment.ready_replicas}/{scale.desired_replicas} workers ready"
-        return _condition(old, "Ready", False, "WorkersNotReady", message, now, generation)
-    message = f"{deployment.ready_replicas}/{scale.desired_replicas} workers ready"
-    return _condition(old, "Ready", True, "WorkersReady", message, now, generation)
+        return True, "WorkersStarting", message
+    return False, "Reconciled", "children match the spec"
+
+
+def _stalled(health: Health) -> Verdict:
+    """kstatus' Stalled: no progress until someone changes the spec (or permissions)."""
+    refused = [r for r in health.refusals if r.terminal]
+    if refused:
+        what = "the dry-run of the new spec" if any(r.dry_run for r in refused) else "applying"
+        message = "; ".join(f"{r.subject}: {r.message}" for r in refused)
+        return True, "ChildRefused", f"the API server refused {what}: {message}"
+    return False, "Progressing", "nothing blocks the reconciliation"
+
+
+def _children_applied(health: Health) -> Verdict:
+    if health.refusals:
+        reason = "Refused" if any(r.terminal for r in health.refusals) else "Failing"
+        return False, reason, "; ".join(f"{r.subject}: {r.message}" for r in health.refusals)
+    return True, "Applied", "the Deployment and CronJobs match the spec"
+
+
+def _suspended(health: Health, taskqueue: TaskQueue) -> Verdict:
+    if health.suspended:
+        message = (
+            "`rq suspend` is in effect: workers take no new jobs and none are added; "
+            f"`rq resume` (key prefix {taskqueue.spec.redis.key_prefix}) resumes"
+        )
+        return True, "Suspended", message
+    return False, "NotSuspended", "workers take jobs"
 
 
 def status_dict(status: TaskQueueStatus) -> dict[str, Any]:

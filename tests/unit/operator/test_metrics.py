@@ -33,8 +33,12 @@ def known_state() -> Observation:
     return Observation(NOW, redis, None, DeploymentObservation(True, 4, 3))
 
 
+def serve(*samples: metrics.TaskQueueSample) -> None:
+    metrics.collect_from(lambda: samples)
+
+
 def test_known_state() -> None:
-    metrics.record_observation("ns", "tq", known_state(), desired=5)
+    serve(metrics.TaskQueueSample("ns", "tq", known_state(), 5, 0.25, 30.0))
     tq = {"namespace": "ns", "taskqueue": "tq"}
     assert sample("rq_jobs", **tq, queue="high", status="queued") == 7
     assert sample("rq_jobs", **tq, queue="high", status="started") == 3
@@ -45,19 +49,40 @@ def test_known_state() -> None:
     assert sample("taskqueue_replicas", **tq, kind="current") == 4
     assert sample("taskqueue_replicas", **tq, kind="ready") == 3
     assert sample("taskqueue_redis_up", **tq) == 1
+    assert sample("taskqueue_failure_ratio", **tq) == 0.25
+    assert sample("taskqueue_target_queue_seconds", **tq) == 30.0
+    assert sample("taskqueue_oldest_job_age_seconds", **tq, queue="high") == 0
 
 
-def test_redis_error_counts_and_keeps_last_values() -> None:
-    before = sample("taskqueue_redis_errors_total", namespace="ns", taskqueue="err") or 0
+def test_redis_down_shows_as_down_with_no_job_series() -> None:
     down = Observation(NOW, None, "refused", DeploymentObservation(True, 2, 2))
-    metrics.record_observation("ns", "err", down, desired=2)
+    serve(metrics.TaskQueueSample("ns", "err", down, 2))
     assert sample("taskqueue_redis_up", namespace="ns", taskqueue="err") == 0
-    assert sample("taskqueue_redis_errors_total", namespace="ns", taskqueue="err") == before + 1
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'rq_jobs{namespace="ns"' not in text
 
 
-def test_forget_removes_every_series_of_a_taskqueue() -> None:
-    metrics.record_observation("ns", "gone", known_state(), desired=1)
-    metrics.record_observation("ns", "kept", known_state(), desired=1)
+def test_series_vanish_with_the_loop_and_with_a_removed_queue() -> None:
+    """Gauges are read from the running loops: a deleted TaskQueue, a queue removed from
+    the spec and a standby replica (no loops) export nothing stale."""
+    serve(
+        metrics.TaskQueueSample("ns", "gone", known_state(), 1),
+        metrics.TaskQueueSample("ns", "kept", known_state(), 1),
+    )
+    assert 'taskqueue="gone"' in generate_latest(metrics.REGISTRY).decode()
+    fewer_queues = RedisObservation(NOW, (QueueStats("low", pending=1),))
+    kept = Observation(NOW, fewer_queues, None, DeploymentObservation(True, 1, 1))
+    serve(metrics.TaskQueueSample("ns", "kept", kept, 1))
+    text = generate_latest(metrics.REGISTRY).decode()
+    assert 'taskqueue="gone"' not in text
+    assert 'queue="low"' in text and 'queue="high"' not in text
+    serve()  # a standby
+    assert "rq_jobs{" not in generate_latest(metrics.REGISTRY).decode()
+
+
+def test_forget_drops_the_counters_of_a_deleted_taskqueue() -> None:
+    metrics.SCALE_EVENTS.labels("ns", "gone", "up").inc()
+    metrics.SCALE_EVENTS.labels("ns", "kept", "up").inc()
     metrics.forget("ns", "gone")
     text = generate_latest(metrics.REGISTRY).decode()
     assert 'taskqueue="gone"' not in text

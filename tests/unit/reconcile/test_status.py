@@ -26,7 +26,9 @@ NOW = 1_800_000_000.0
 def observe(
     redis: RedisObservation | None, ready: int = 2, error: str | None = None
 ) -> Observation:
-    deployment = DeploymentObservation(exists=True, replicas=2, ready_replicas=ready)
+    deployment = DeploymentObservation(
+        exists=True, replicas=2, ready_replicas=ready, updated_replicas=2
+    )
     return Observation(NOW, redis, error, deployment)
 
 
@@ -60,10 +62,14 @@ def test_counts_and_columns(taskqueue: TaskQueue) -> None:
     assert status.selector == "taskqueue.dev/component=worker,taskqueue.dev/taskqueue=backtests"
     assert (status.replicas, status.desired_replicas, status.ready_replicas) == (2, 2, 2)
     assert conditions(status) == {
+        "Ready": ("True", "WorkersReady"),
+        "Reconciling": ("False", "Reconciled"),
+        "Stalled": ("False", "Progressing"),
+        "ChildrenApplied": ("True", "Applied"),
         "RedisReachable": ("True", "Connected"),
         "DeadLetters": ("False", "NoFailedJobs"),
         "ScalingLimited": ("False", "FixedReplicas"),
-        "Ready": ("True", "WorkersReady"),
+        "WorkersSuspended": ("False", "NotSuspended"),
     }
 
 
@@ -88,7 +94,9 @@ def test_redis_outage_keeps_last_counts_and_says_why(taskqueue: TaskQueue) -> No
 
 def test_transition_time_kept_while_status_holds(taskqueue: TaskQueue) -> None:
     first = build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
-    later = Observation(NOW + 60, redis_with(), None, DeploymentObservation(True, 2, 2))
+    later = Observation(
+        NOW + 60, redis_with(), None, DeploymentObservation(True, 2, 2, updated_replicas=2)
+    )
     second = build_status(taskqueue, later, ScaleInfo(2), first)
     assert [c.last_transition_time for c in first.conditions or []] == [
         c.last_transition_time for c in second.conditions or []
