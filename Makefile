@@ -12,7 +12,7 @@ TESTBED := PYTHONPATH=tests $(PY) -m testbed
 system:
 	tests/testbed/bootstrap.sh
 
-$(VENV)/.installed: pyproject.toml | system
+$(VENV)/.installed: pyproject.toml contract/pyproject.toml operator/pyproject.toml worker-image/pyproject.toml plugin/pyproject.toml | system
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
@@ -42,7 +42,7 @@ unit: venv
 	$(VENV)/bin/pytest tests/unit
 
 lint: venv
-	$(VENV)/bin/ruff check operator worker-image tests bench examples
+	$(VENV)/bin/ruff check contract operator worker-image plugin tests bench examples
 
 crds: venv
 	$(VENV)/bin/taskqueue-crd

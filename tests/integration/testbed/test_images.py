@@ -296,14 +296,19 @@ IMAGES = {
         "entrypoint": "taskqueue-operator",
         "help": (["taskqueue-operator", "--help"], "Reconcile TaskQueue resources"),
         "more": [(["taskqueue-operator-check", "--help"], "--deployment")],
-        # The operator's modules as its process loads them (kopf handlers, metrics, pandas,
-        # pyarrow): a real run needs an API server, so import them and exit.
+        # The operator's modules as its process loads them (kopf handlers, metrics, the
+        # dashboard, recovery): a real run needs an API server, so import them and exit.
+        # Only its own distribution and the contract: no worker, plugin, pandas, pyarrow.
         "work": (
             [
                 "/opt/venv/bin/python",
                 "-c",
-                "import taskqueue_operator.handlers, taskqueue_operator.metrics, "
-                "pandas, pyarrow; print('imports ok')",
+                "import importlib.util, taskqueue_contract, taskqueue_operator.handlers, "
+                "taskqueue_operator.metrics, taskqueue_operator.dashboard, "
+                "taskqueue_operator.adapters.recovery; "
+                "absent = ('pandas', 'pyarrow', 'taskqueue_worker', 'taskqueue_plugin'); "
+                "found = [m for m in absent if importlib.util.find_spec(m)]; "
+                "print('imports ok' if not found else f'unexpected: {found}')",
             ],
             "imports ok",
         ),
