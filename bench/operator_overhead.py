@@ -38,8 +38,8 @@ class RecordingKube:
     def __init__(self) -> None:
         self.writes: Counter[str] = Counter()
 
-    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        self.writes[f"apply {body['kind']}"] += 1
+    async def apply(self, body: dict[str, Any], dry_run: bool = False) -> dict[str, Any]:
+        self.writes[f"{'dry-run' if dry_run else 'apply'} {body['kind']}"] += 1
         applied = {**body, "metadata": {**body["metadata"], "generation": 2}, "status": {}}
         return applied
 

@@ -31,6 +31,8 @@ LOG_LEVEL = "TASKQUEUE_LOG_LEVEL"
 PRELOAD = "TASKQUEUE_PRELOAD"
 RESULT_URI = "TASKQUEUE_RESULT_URI"
 RESULT_TTL = "TASKQUEUE_RESULT_TTL"
+JOB_TIMEOUT = "TASKQUEUE_JOB_TIMEOUT"
+"""spec.worker.jobTimeout in whole seconds: the default and upper bound of a job's timeout."""
 
 # --- schedule pods ---
 JOB_NAME = "JOB_NAME"

@@ -21,14 +21,15 @@ from typing import Any
 
 import pydantic
 import redis.asyncio as aioredis
-import redis.exceptions
-from kubernetes.client.exceptions import ApiException
-from taskqueue_worker.redis_tls import CLIENT_CERTIFICATE_KEYS, TLSConfigError, url_with_tls
+from taskqueue_contract.failures import FailureKind, RedisFailure, classify
+from taskqueue_contract.redaction import redact
+from taskqueue_contract.timestamps import format_kubernetes
+from taskqueue_contract.tls import TLSConfigError, resolve_url, secret_refs
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters import redis_stats
 from taskqueue_operator.adapters.executor import EventSink, Executor, effect_error
-from taskqueue_operator.adapters.kube import Kube, SecretUnreadable
+from taskqueue_operator.adapters.kube import Kube
 from taskqueue_operator.api.models import RedisSpec, TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import (
     ChildrenSnapshot,
@@ -48,7 +49,6 @@ from taskqueue_operator.reconcile.plan import (
     record_outcomes,
 )
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
-from taskqueue_operator.reconcile.status import redact, redis_failure_reason, timestamp
 from taskqueue_operator.reconcile.workers import desired_deployment
 
 HISTORY_POINTS = 3600  # an hour of 1 s ticks, for the dashboard
@@ -384,15 +384,14 @@ class TaskQueueLoop:
         """Everything the plan needs, in one immutable value."""
         await self.resync_children()
         now = self.clock()
-        redis_observation, failure, suspended = await self.observe_redis(taskqueue, now)
+        redis_observation, failure = await self.observe_redis(taskqueue, now)
         await self.dry_run_children(taskqueue)
         children = self.children.snapshot()
         observation = Observation(
             time=now,
             redis=redis_observation,
-            redis_error=failure[1] if failure else None,
-            redis_failure_reason=failure[0] if failure else None,
-            redis_suspended=suspended,
+            redis_error=failure.describe() if failure else None,
+            redis_failure_reason=failure.reason if failure else None,
             deployment=deployment_observation(children),
             children=children,
             dry_run=self.dry_run,
@@ -438,10 +437,13 @@ class TaskQueueLoop:
         ]:
             try:
                 await self.kube.apply(body, dry_run=True)
-            except ApiException as error:
+            except Exception as error:
                 failure = effect_error(error)
                 if not failure.terminal:
-                    raise  # the API server is away or busy: try again next tick
+                    # The API server is away or busy: the tick goes on without a verdict
+                    # (an apply would meet the same), and the next tick asks again.
+                    self.log.info("dry-run of %s: %s", body["kind"], failure.message[:300])
+                    return
                 refusals.append((body, failure))
         self.dry_run = DryRun(generation, tuple(refusals))
         if refusals:
@@ -469,59 +471,36 @@ class TaskQueueLoop:
 
     async def connection_url(self, redis_spec: RedisSpec) -> str:
         """The URL from the spec or its Secret, plus the files of its TLS material."""
-        url = redis_spec.url
-        if url is None:
-            ref = redis_spec.url_from.secret_key_ref  # type: ignore[union-attr]
-            url = await self.kube.read_secret_key(self.namespace, ref.name, ref.key)
-        tls = redis_spec.tls
-        if tls is None:
-            return url
-        pems: dict[str, str] = {}
-        if tls.ca_from is not None:
-            ca = tls.ca_from.secret_key_ref
-            pems["ssl_ca_certs"] = await self.kube.read_secret_key(self.namespace, ca.name, ca.key)
-        if tls.client_certificate_secret_ref is not None:
-            name = tls.client_certificate_secret_ref.name
-            for argument, key in CLIENT_CERTIFICATE_KEYS.items():
-                pems[argument] = await self.kube.read_secret_key(self.namespace, name, key)
+        inline, refs = secret_refs(redis_spec.model_dump(by_alias=True, exclude_none=True))
+        values = {
+            ref: await self.kube.read_secret_key(self.namespace, ref.name, ref.key) for ref in refs
+        }
         try:
-            return await asyncio.to_thread(url_with_tls, url, pems)
+            return await asyncio.to_thread(resolve_url, inline, values)
         except TLSConfigError as error:
-            raise TLSConfigError(f"redis.tls: {error}") from None
+            raise TLSConfigError(f"spec.redis.tls: {error}") from None
 
     async def observe_redis(
         self, taskqueue: TaskQueue, now: float
-    ) -> tuple[RedisObservation | None, tuple[str, str] | None, bool]:
-        """(the stats, or None and (failure kind, message); whether `rq suspend` holds)."""
-        prefix = taskqueue.spec.redis.key_prefix
+    ) -> tuple[RedisObservation | None, RedisFailure | None]:
+        """The stats, or None and why (a failure kind: the condition's reason)."""
         try:
             client = await self.redis_client(taskqueue, now)
-            observation, suspended = await asyncio.wait_for(
-                asyncio.gather(
-                    redis_stats.read_stats(client, prefix, taskqueue.spec.queues, now),
-                    client.exists(f"{prefix}:suspended"),
+            observation = await asyncio.wait_for(
+                redis_stats.read_stats(
+                    client, taskqueue.spec.redis.key_prefix, taskqueue.spec.queues, now
                 ),
                 timeout=self.settings.redis_timeout,
             )
-        except (redis.exceptions.RedisError, OSError, TimeoutError) as error:
-            message = redact(
-                f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-            )
-            return None, (redis_failure_reason(message), message), False
-        except TLSConfigError as error:
-            return None, ("TLSMisconfigured", str(error)), False
-        except SecretUnreadable as error:
-            kind = "SecretMissing" if error.missing else "SecretUnreadable"
-            return None, (kind, redact(f"cannot read the Redis URL or TLS Secrets: {error}")), False
-        except ApiException as error:
-            message = redact(
-                f"cannot read the Redis URL or TLS Secrets: {error.status} {error.reason}"
-            )
-            return None, ("SecretUnreadable", message), False
-        except ValueError as error:  # redis-py refuses to parse the URL (scheme, port...)
-            return None, ("InvalidURL", redact(f"invalid Redis URL: {error}")), False
-        observation = await self.with_memory_policy(client, observation, now)
-        return observation, None, bool(suspended)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # every failure to resolve or read Redis is data
+            failure = classify(error, self.redis_url)
+            if failure.kind in (FailureKind.SECRET_MISSING, FailureKind.SECRET_UNREADABLE):
+                message = f"cannot read the Redis URL or TLS Secrets: {failure.message}"
+                failure = RedisFailure(failure.kind, message)
+            return None, failure
+        return await self.with_memory_policy(client, observation, now), None
 
     async def with_memory_policy(
         self, client: aioredis.Redis, observation: RedisObservation, now: float
@@ -618,7 +597,7 @@ def invalid_spec_status(
     Ready and Stalled saying which field to fix."""
     status = dict(previous or {})
     old = {c.get("type"): c for c in status.get("conditions") or []}
-    moment = timestamp(now)
+    moment = format_kubernetes(now)
 
     def condition(kind: str, value: str, reason: str) -> dict[str, Any]:
         same = old.get(kind, {}).get("status") == value

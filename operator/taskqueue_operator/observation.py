@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from taskqueue_contract import timestamps
+from taskqueue_contract.keys import job_id_of_execution
 
 if TYPE_CHECKING:
     from taskqueue_operator.reconcile.effects import EffectError
@@ -31,11 +33,8 @@ class QueueStats:
 
     def oldest_age(self, now: float) -> float:
         """Seconds the oldest pending job has waited; 0 for an empty queue."""
-        if not self.oldest_enqueued_at or not self.pending:
-            return 0.0
-        text = self.oldest_enqueued_at.rstrip("Z")
-        enqueued = datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
-        return max(0.0, now - enqueued)
+        enqueued = timestamps.epoch(self.oldest_enqueued_at) if self.pending else None
+        return 0.0 if enqueued is None else max(0.0, now - enqueued)
 
 
 @dataclass(frozen=True)
@@ -58,8 +57,7 @@ class WorkerInfo:
 
     @property
     def job_ids(self) -> tuple[str, ...]:
-        # Job ids may contain ':'; execution ids never do.
-        return tuple(sorted({execution.rsplit(":", 1)[0] for execution in self.executions}))
+        return tuple(sorted({job_id_of_execution(e) for e in self.executions}))
 
     @property
     def busy(self) -> bool:
@@ -76,6 +74,8 @@ class RedisObservation:
     maxmemory_policy: str | None = None
     """`maxmemory-policy` when Redis lets us read its CONFIG (managed Redis may not)."""
     maxmemory: int | None = None
+    suspended: bool = False
+    """`rq suspend` is in effect for this key prefix: workers take no new jobs."""
 
     @property
     def pending(self) -> int:
@@ -157,9 +157,7 @@ class Observation:
     redis_error: str | None
     deployment: DeploymentObservation
     redis_failure_reason: str | None = None
-    """What kind of failure `redis_error` is (a Redis failure kind's name)."""
-    redis_suspended: bool = False
-    """`rq suspend` is in effect for this Redis and key prefix."""
+    """What kind of failure `redis_error` is (a contract FailureKind's value)."""
     children: ChildrenSnapshot = field(default_factory=ChildrenSnapshot)
     dry_run: DryRun | None = None
     """The latest dry-run of the children, when the current generation has one."""

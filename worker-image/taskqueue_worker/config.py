@@ -50,13 +50,12 @@ from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 
-from taskqueue_worker.redis_tls import TLSConfigError, url_with_tls_from_env
+from taskqueue_contract import env as names
+from taskqueue_contract.keys import DEFAULT_PREFIX, valid_prefix
+from taskqueue_contract.tls import TLSConfigError, url_with_tls_from_env
 
-# Same rule as rq.defaults: the prefix is spliced into Lua and format templates.
-_KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.:{}-]+")
 _FILENAME_SAFE_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 
-DEFAULT_KEY_PREFIX = "rq"
 DEFAULT_HEALTH_INTERVAL = 5.0
 DEFAULT_PROBE_MAX_AGE = 30.0
 
@@ -84,7 +83,7 @@ DEFAULT_WORKER_CLASS = WorkerClass.FORK
 
 
 def redis_url(env: Mapping[str, str]) -> str:
-    url = env.get("REDIS_URL", "").strip()
+    url = env.get(names.REDIS_URL, "").strip()
     if not url:
         raise ConfigError(
             "REDIS_URL is not set: point it at the queue's Redis, e.g. redis://redis:6379/0"
@@ -98,8 +97,8 @@ def redis_url(env: Mapping[str, str]) -> str:
 
 
 def key_prefix(env: Mapping[str, str]) -> str:
-    prefix = env.get("RQ_KEY_PREFIX", DEFAULT_KEY_PREFIX)
-    if not _KEY_PREFIX_RE.fullmatch(prefix):
+    prefix = env.get(names.KEY_PREFIX, DEFAULT_PREFIX)
+    if not valid_prefix(prefix):
         raise ConfigError(
             f"RQ_KEY_PREFIX {prefix!r} is invalid: "
             "only letters, digits and _ . : - { } are allowed"
@@ -109,7 +108,7 @@ def key_prefix(env: Mapping[str, str]) -> str:
 
 def worker_class(flag: str | None, env: Mapping[str, str]) -> WorkerClass:
     """The flag wins over ``TASKQUEUE_WORKER_CLASS``; neither means the default."""
-    raw = flag if flag is not None else env.get("TASKQUEUE_WORKER_CLASS", "")
+    raw = flag if flag is not None else env.get(names.WORKER_CLASS, "")
     raw = raw.strip().lower()
     if not raw:
         return DEFAULT_WORKER_CLASS
@@ -121,7 +120,7 @@ def worker_class(flag: str | None, env: Mapping[str, str]) -> WorkerClass:
 
 
 def pod_name(env: Mapping[str, str]) -> str:
-    return env.get("POD_NAME", "").strip() or socket.gethostname()
+    return env.get(names.POD_NAME, "").strip() or socket.gethostname()
 
 
 def worker_name(pod: str) -> str:
@@ -139,10 +138,10 @@ def health_file(env: Mapping[str, str]) -> Path:
     The default carries ``POD_NAME`` so processes sharing a temp dir (the test
     bed runs pods as local processes) never read each other's heartbeat.
     """
-    explicit = env.get("TASKQUEUE_HEALTH_FILE", "").strip()
+    explicit = env.get(names.HEALTH_FILE, "").strip()
     if explicit:
         return Path(explicit)
-    pod = _FILENAME_SAFE_RE.sub("_", env.get("POD_NAME", "").strip())
+    pod = _FILENAME_SAFE_RE.sub("_", env.get(names.POD_NAME, "").strip())
     name = f"taskqueue-worker.{pod}.health" if pod else "taskqueue-worker.health"
     # tempfile.gettempdir() caches its answer; read TMPDIR from `env` so callers
     # passing an explicit mapping get a consistent result.
@@ -170,7 +169,7 @@ def job_timeout(flag: float | None, env: Mapping[str, str]) -> int | None:
     if flag is not None:
         name, raw = "--job-timeout", str(flag)
     else:
-        name, raw = "TASKQUEUE_JOB_TIMEOUT", env.get("TASKQUEUE_JOB_TIMEOUT", "").strip()
+        name, raw = names.JOB_TIMEOUT, env.get(names.JOB_TIMEOUT, "").strip()
         if not raw:
             return None
     try:
@@ -183,14 +182,14 @@ def job_timeout(flag: float | None, env: Mapping[str, str]) -> int | None:
 
 
 def log_level(env: Mapping[str, str]) -> str:
-    level = env.get("TASKQUEUE_LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    level = env.get(names.LOG_LEVEL, "INFO").strip().upper() or "INFO"
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"TASKQUEUE_LOG_LEVEL {level!r} is not a log level")
     return level
 
 
 def preload_modules(env: Mapping[str, str]) -> list[str]:
-    raw = env.get("TASKQUEUE_PRELOAD", "")
+    raw = env.get(names.PRELOAD, "")
     modules = [m.strip() for m in raw.split(",") if m.strip()]
     for module in modules:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", module):

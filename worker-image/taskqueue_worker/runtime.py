@@ -28,6 +28,8 @@ from rq.connections import parse_connection
 from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.utils import utcformat
+from taskqueue_contract.failures import classify
+from taskqueue_contract.redaction import redact_url
 
 from taskqueue_worker import config
 from taskqueue_worker.health import Heartbeat
@@ -77,14 +79,9 @@ class TaskqueueJob(Job):
 
 def is_outage(error: BaseException) -> bool:
     """Redis is away (refused, reset, timed out), as opposed to refusing us: a wrong
-    password or certificate needs a restart to pick up a fixed Secret, an outage does not."""
-    if isinstance(error, redis.exceptions.AuthenticationError):
-        return False
-    if isinstance(error, redis.exceptions.TimeoutError):
-        return True
-    text = str(error).lower()
-    tls_refusal = "certificate" in text or "[ssl" in text or "_ssl.c" in text
-    return isinstance(error, redis.exceptions.ConnectionError) and not tls_refusal
+    password or certificate needs a restart to pick up a fixed Secret, an outage does not.
+    By the exception's type (and what it was raised from), as the operator classifies."""
+    return classify(error).transient
 
 
 class _TaskqueueWorkerMixin:
@@ -537,7 +534,7 @@ def _await_redis_at_start(
     unready, instead of crash-looping; a refusal (password, certificate) exits."""
     waiting: Heartbeat | None = None
     status = {"ready": False, "state": "waiting for redis", "error": ""}
-    where = _redacted(settings.redis_url)
+    where = redact_url(settings.redis_url)
     last_log = 0.0
     try:
         while True:
@@ -563,14 +560,6 @@ def _await_redis_at_start(
     finally:
         if waiting is not None:
             waiting.stop(remove=True)
-
-
-def _redacted(url: str) -> str:
-    """The URL without its password, for logs."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
 def main_guarded(settings: WorkerSettings, early: EarlyStop | None = None) -> int:

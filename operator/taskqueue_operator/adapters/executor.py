@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.exceptions
 from kubernetes.client.exceptions import ApiException
+from taskqueue_contract.redaction import redact
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters.kube import Kube
@@ -39,7 +40,6 @@ from taskqueue_operator.reconcile.effects import (
     ReturnInTransit,
     Scale,
 )
-from taskqueue_operator.reconcile.status import redact
 
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 

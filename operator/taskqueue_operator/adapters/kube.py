@@ -13,6 +13,7 @@ from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+from taskqueue_contract.failures import SecretMissing, SecretUnreadable
 
 from taskqueue_operator.api.models import GROUP, PLURAL, VERSION
 from taskqueue_operator.reconcile.labels import MANAGED_BY, TASKQUEUE_LABEL
@@ -29,15 +30,6 @@ def load_config() -> None:
         kubernetes.config.load_incluster_config()
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()
-
-
-class SecretUnreadable(LookupError):
-    """A Secret (or its key) the spec names cannot be read; the message says which."""
-
-    def __init__(self, message: str, missing: bool = False) -> None:
-        super().__init__(message)
-        self.missing = missing
-        """The Secret or its key does not exist (rather than: we may not read it)."""
 
 
 class Kube:
@@ -153,11 +145,9 @@ class Kube:
         try:
             secret = await asyncio.to_thread(self.core.read_namespaced_secret, name, namespace)
         except ApiException as error:  # its text carries every response header: too long
-            raise SecretUnreadable(
-                f"Secret {namespace}/{name}: {error.status} {error.reason}",
-                missing=error.status == 404,
-            ) from None
+            kind = SecretMissing if error.status == 404 else SecretUnreadable
+            raise kind(f"Secret {namespace}/{name}: {error.status} {error.reason}") from None
         data = secret.data or {}
         if key not in data:
-            raise SecretUnreadable(f"Secret {namespace}/{name} has no key {key!r}", missing=True)
+            raise SecretMissing(f"Secret {namespace}/{name} has no key {key!r}")
         return base64.b64decode(data[key]).decode()

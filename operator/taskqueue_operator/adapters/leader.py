@@ -12,29 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+from taskqueue_contract import timestamps
 
 log = logging.getLogger("taskqueue.leader")
 Callback = Callable[[], Awaitable[None]]
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _micro(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: str | datetime | None) -> datetime | None:
-    if text is None:
-        return None
-    if isinstance(text, datetime):
-        return text if text.tzinfo else text.replace(tzinfo=UTC)
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class LeaderElection:
@@ -63,18 +48,21 @@ class LeaderElection:
 
     def try_acquire(self) -> bool:
         """One round: True while we hold the lease."""
-        now = _now()
+        now = timestamps.now()
         spec = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.lease_seconds)),
-            "renewTime": _micro(now),
+            "renewTime": timestamps.format_micro(now),
         }
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
-            body = {"metadata": {"name": self.name}, "spec": {**spec, "acquireTime": _micro(now)}}
+            body = {
+                "metadata": {"name": self.name},
+                "spec": {**spec, "acquireTime": timestamps.format_micro(now)},
+            }
             try:
                 self.api.create_namespaced_lease(self.namespace, body)
                 return True
@@ -83,12 +71,12 @@ class LeaderElection:
                     return False
                 raise
         holder = lease.spec.holder_identity or ""
-        renewed = _parse(lease.spec.renew_time) or now
+        renewed = timestamps.parse(lease.spec.renew_time) or now
         duration = lease.spec.lease_duration_seconds or self.lease_seconds
         if holder and holder != self.identity and renewed + timedelta(seconds=duration) > now:
             return False  # someone else holds a live lease (an empty holder: released)
         if holder != self.identity:
-            spec["acquireTime"] = _micro(now)
+            spec["acquireTime"] = timestamps.format_micro(now)
             spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
         body = {
             "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
@@ -113,7 +101,7 @@ class LeaderElection:
             raise
         if lease.spec.holder_identity != self.identity:
             return False  # lost it meanwhile: nothing of ours to release
-        now = _micro(_now())
+        now = timestamps.format_micro(timestamps.now())
         body = {
             "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
             # What client-go writes on release: no holder, a 1 s lease renewed now.

@@ -60,7 +60,9 @@ async def read_stats(
         first.lindex(keys.queue(queue), 0)  # the oldest pending job
         # RQ moves a dequeued job here (single-queue workers) until the job starts.
         first.lrange(keys.intermediate(queue), 0, IN_TRANSIT_READ - 1)
+    first.exists(keys.suspended)  # `rq suspend`: workers take no new jobs
     replies = await first.execute()
+    suspended = bool(replies.pop())
 
     stats: list[QueueStats] = []
     oldest_ids: list[str | None] = []
@@ -119,7 +121,9 @@ async def read_stats(
                     birth=birth or "",
                 )
             )
-    return RedisObservation(time=now, queues=tuple(stats), workers=tuple(workers))
+    return RedisObservation(
+        time=now, queues=tuple(stats), workers=tuple(workers), suspended=suspended
+    )
 
 
 async def read_memory_policy(client: aioredis.Redis) -> tuple[str | None, int | None]:

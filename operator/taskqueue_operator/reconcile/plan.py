@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from taskqueue_contract.timestamps import format_kubernetes
+
 from taskqueue_operator.api.models import REQUEUE_ANNOTATION, RequeueStatus, TaskQueue
 from taskqueue_operator.observation import Observation
 from taskqueue_operator.reconcile import drift
@@ -49,7 +51,6 @@ from taskqueue_operator.reconcile.status import (
     build_status,
     patch_due,
     status_dict,
-    timestamp,
 )
 from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
 from taskqueue_operator.scaling.policy import ScalerState, decide
@@ -153,7 +154,7 @@ def plan(
 
     state, transition = _redis_transition(state, observation)
     effects += transition
-    suspended = bool(observation.redis is not None and observation.redis_suspended)
+    suspended = observation.redis is not None and observation.redis.suspended
     if suspended != state.suspended:
         effects.append(_suspension_event(suspended, taskqueue))
         state = replace(state, suspended=suspended)
@@ -281,7 +282,7 @@ def _scaling(
                 worker_deployment_name(taskqueue.name), replicas, current, reason, frozenset(after)
             )
         )
-        state = replace(state, last_scale=(timestamp(observation.time), reason))
+        state = replace(state, last_scale=(format_kubernetes(observation.time), reason))
     last = state.last_scale
     return (
         ScaleInfo(
@@ -490,7 +491,7 @@ def _succeeded(
         ]
     if isinstance(effect, RequeueFailed):
         count = int(result or 0)
-        requeue = RequeueStatus(token=effect.token, requeued=count, time=timestamp(now))
+        requeue = RequeueStatus(token=effect.token, requeued=count, time=format_kubernetes(now))
         return replace(state, requeued_token=effect.token, requeue=requeue), [
             PostEvent(
                 "Normal",

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from taskqueue_contract.redaction import redact
+from taskqueue_contract.timestamps import format_kubernetes
 
 from taskqueue_operator.api.models import (
     Condition,
@@ -23,7 +24,6 @@ from taskqueue_operator.reconcile.pods import PodProblem
 COUNTER_FIELDS = frozenset({"pending", "running", "scheduled", "deadLetters", "workers", "queues"})
 # Not compared at all: it only says when the rest was last seen.
 VOLATILE_FIELDS = frozenset({"lastObservedTime"})
-_CREDENTIALS = re.compile(r"(://[^/@\s:]*:)[^/@\s]+@")
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,6 @@ class Health:
     refusals: tuple[Refusal, ...] = ()
     pod_problems: tuple[PodProblem, ...] = ()
     suspended: bool = False
-
-
-def timestamp(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def redact(text: str) -> str:
-    """Error texts may quote a URL: never let a password reach status or Events."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def _condition(
@@ -102,7 +93,7 @@ def build_status(
     """The status to report. Counters survive a Redis outage: they show the last known values."""
     previous = previous or TaskQueueStatus()
     health = health or Health()
-    now = timestamp(observation.time)
+    now = format_kubernetes(observation.time)
     generation = taskqueue.metadata.get("generation")
     old_conditions = {c.type: c for c in previous.conditions or []}
     redis = observation.redis
@@ -184,28 +175,8 @@ def _redis_condition(
             old, "RedisReachable", True, "Connected", "Redis answered", now, generation
         )
     message = redact(observation.redis_error or "Redis did not answer")
-    reason = observation.redis_failure_reason or redis_failure_reason(message)
+    reason = observation.redis_failure_reason or "ConnectionFailed"
     return _condition(old, "RedisReachable", False, reason, message, now, generation)
-
-
-_FAILURE_REASONS = (
-    # (reason, lower-case fragments of redis-py / ssl / our own messages), first match wins
-    ("SecretUnreadable", ("cannot read the redis url",)),
-    ("InvalidURL", ("invalid redis url",)),
-    ("TLSMisconfigured", ("redis.tls:",)),
-    ("TLSHandshakeFailed", ("[ssl", "ssl:", "_ssl.c", "certificate", "tlsv1", "sslerror")),
-    ("AuthenticationFailed", ("authenticationerror", "wrongpass", "noauth", "invalid password")),
-    ("Timeout", ("timeout",)),
-)
-
-
-def redis_failure_reason(message: str) -> str:
-    """A CamelCase reason for RedisReachable=False that says what to fix first."""
-    lowered = message.lower()
-    for reason, fragments in _FAILURE_REASONS:
-        if any(fragment in lowered for fragment in fragments):
-            return reason
-    return "ConnectionFailed"
 
 
 def _eviction_condition(

@@ -50,6 +50,8 @@ def worker_container(taskqueue: TaskQueue) -> dict[str, Any]:
             *podspec.downward_env(),
             {"name": names.TASKQUEUE_NAME, "value": taskqueue.name},
             {"name": names.WORKER_CLASS, "value": worker.worker_class},
+            # The worker caps every job's timeout at this: the grace period covers it.
+            {"name": names.JOB_TIMEOUT, "value": str(math.ceil(worker.job_timeout_seconds))},
             {"name": names.TMPDIR, "value": podspec.TMP_PATH},
             *env,
         ],

@@ -144,7 +144,7 @@ def test_tls_and_url_mistakes_are_conditions_with_reasons(
         "missing-ca": (
             "tls-url",
             {"caFrom": {"secretKeyRef": {"name": "not-there", "key": "ca.crt"}}},
-            "SecretUnreadable",
+            "SecretMissing",
         ),
     }
     for name, (url_secret, tls_spec, _) in cases.items():

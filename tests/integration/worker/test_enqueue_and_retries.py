@@ -91,7 +91,7 @@ def test_concurrent_runs_of_one_slot_enqueue_once(
         (NOOP, {"RQ_KEY_PREFIX": "no spaces"}, 2),
         (("--function", "taskqueue_worker.nothing.here", "--queue", "default"), {}, 3),
         (("--function", "taskqueue_worker.examples.nothing", "--queue", "default"), {}, 3),
-        (("--function", "taskqueue_worker.config.DEFAULT_KEY_PREFIX", "--queue", "q"), {}, 3),
+        (("--function", "taskqueue_worker.config.DEFAULT_HEALTH_INTERVAL", "--queue", "q"), {}, 3),
     ],
 )
 def test_bad_inputs_exit_non_zero_with_one_line_and_enqueue_nothing(

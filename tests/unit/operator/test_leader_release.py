@@ -10,7 +10,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
-from taskqueue_operator.adapters.leader import LeaderElection, _micro
+from taskqueue_contract.timestamps import format_micro as _micro
+from taskqueue_operator.adapters.leader import LeaderElection
 
 
 class FakeLeases:

@@ -44,11 +44,14 @@ def taskqueue(**spec: Any) -> TaskQueue:
     return make_taskqueue(worker={"image": "registry.example/w:1"}, **spec)
 
 
-def redis(pending: int = 0, workers: tuple[WorkerInfo, ...] = (), **queue: Any) -> RedisObservation:
+def redis(
+    pending: int = 0, workers: tuple[WorkerInfo, ...] = (), suspended: bool = False, **queue: Any
+) -> RedisObservation:
     return RedisObservation(
         time=NOW,
         queues=(QueueStats("high", pending=pending, **queue), QueueStats("default")),
         workers=workers,
+        suspended=suspended,
     )
 
 
@@ -224,7 +227,7 @@ def test_a_scale_down_marks_busy_pods_first_and_waits_for_the_marks() -> None:
 
 def test_rq_suspend_holds_the_pool_and_says_so() -> None:
     tq = taskqueue(scaling=AUTOSCALED)
-    result = plan(tq, observe(tq, redis(pending=50), replicas=1, redis_suspended=True), LoopState())
+    result = plan(tq, observe(tq, redis(pending=50, suspended=True), replicas=1), LoopState())
     assert of(result.effects, Scale) == []
     assert result.status["desiredReplicas"] == 1
     assert conditions(result)["WorkersSuspended"] == ("True", "Suspended")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import (
     DeploymentObservation,
@@ -15,8 +14,6 @@ from taskqueue_operator.reconcile.status import (
     ScaleInfo,
     build_status,
     patch_due,
-    redact,
-    redis_failure_reason,
     status_dict,
 )
 
@@ -108,13 +105,6 @@ def test_not_ready_while_workers_start(taskqueue: TaskQueue) -> None:
     assert conditions(status)["Ready"] == ("False", "WorkersNotReady")
 
 
-def test_redact() -> None:
-    assert (
-        redact("redis://:pw@h:1/0 and rediss://user:pw2@h")
-        == "redis://:***@h:1/0 and rediss://user:***@h"
-    )
-
-
 def test_patch_only_on_change_and_counters_throttled() -> None:
     base = {"pending": 1, "conditions": [{"type": "Ready"}], "lastObservedTime": "t1"}
     assert patch_due(None, base, 0, 2.0)
@@ -140,26 +130,3 @@ def test_evicting_redis_is_a_warning_condition(taskqueue: TaskQueue) -> None:
     assert "RedisEvictionSafe" not in conditions(
         build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
     )
-
-
-@pytest.mark.parametrize(
-    ("message", "reason"),
-    [
-        ("ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused.",
-         "ConnectionFailed"),
-        ("ConnectionError: Error 1 connecting to 127.0.0.1:6380. [SSL: CERTIFICATE_VERIFY_FAILED]"
-         " certificate verify failed: self-signed certificate in certificate chain",
-         "TLSHandshakeFailed"),
-        ("ConnectionError: Error 8 while writing to socket. EOF occurred in violation of "
-         "protocol (_ssl.c:2427).", "TLSHandshakeFailed"),
-        ("AuthenticationError: invalid username-password pair or user is disabled.",
-         "AuthenticationFailed"),
-        ("redis.tls: TLS certificates are configured but the URL is redis://", "TLSMisconfigured"),
-        ("cannot read the Redis URL or TLS Secrets: Secret quant/redis has no key 'url'",
-         "SecretUnreadable"),
-        ("TimeoutError", "Timeout"),
-        ("invalid Redis URL: Port could not be cast to integer value as 'x'", "InvalidURL"),
-    ],
-)  # fmt: skip
-def test_an_unreachable_redis_says_what_to_fix_first(message: str, reason: str) -> None:
-    assert redis_failure_reason(message) == reason
