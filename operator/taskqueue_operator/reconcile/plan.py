@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from taskqueue_contract.failures import FailureKind
 from taskqueue_contract.timestamps import format_kubernetes
 
 from taskqueue_operator.api.models import REQUEUE_ANNOTATION, RequeueStatus, TaskQueue
@@ -203,13 +204,23 @@ def _redis_transition(state: LoopState, observation: Observation) -> tuple[LoopS
         return state, []
     events: list[Effect] = []
     if not reachable:
-        reason = observation.redis_failure_reason or "RedisUnreachable"
+        reason = _unreachable_reason(observation.redis_failure_reason)
         events.append(
             PostEvent("Warning", reason, observation.redis_error or "Redis did not answer")
         )
     elif state.redis_reachable is False:
         events.append(PostEvent("Normal", "RedisReachable", "Redis answers again"))
     return replace(state, redis_reachable=reachable), events
+
+
+def _unreachable_reason(kind: str | None) -> str:
+    """An outage is `RedisUnreachable`; anything a user must fix (a missing Secret, a wrong
+    password or certificate) is named as such."""
+    try:
+        failure = FailureKind(kind or FailureKind.CONNECTION_FAILED)
+    except ValueError:
+        return kind or "RedisUnreachable"
+    return "RedisUnreachable" if failure.transient else failure.value
 
 
 def _suspension_event(suspended: bool, taskqueue: TaskQueue) -> PostEvent:

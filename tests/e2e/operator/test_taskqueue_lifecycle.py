@@ -62,6 +62,7 @@ def test_children_columns_and_dead_letters(
     table = kube.run("get", "taskqueues").stdout.splitlines()
     assert table[0].split() == [
         "NAME",
+        "STATUS",
         "QUEUES",
         "PENDING",
         "RUNNING",
@@ -72,7 +73,8 @@ def test_children_columns_and_dead_letters(
         "AGE",
     ]
     row = table[1].split()
-    assert row[:6] == ["shop", ",".join(queues), "20", "0", "0", "0"]
+    # STATUS is the Ready condition's reason: 0 replicas wanted, 0 ready.
+    assert row[:7] == ["shop", "WorkersReady", ",".join(queues), "20", "0", "0", "0"]
 
     failing = Queue(queues[0], connection=redis_client)
     for index in range(2):

@@ -427,3 +427,22 @@ def test_every_effect_has_a_key_for_its_failures(effect_kind: str) -> None:
     fresh = plan(tq, observe(tq, children=False), LoopState())
     keys = {type(e).__name__: e.key for e in (*result.effects, *fresh.effects)}
     assert keys[effect_kind]
+
+
+def test_an_outage_is_redis_unreachable_and_its_return_is_told() -> None:
+    tq = taskqueue()
+    down = replace(
+        observe(tq),
+        redis=None,
+        redis_error="ConnectionError: refused",
+        redis_failure_reason="ConnectionFailed",
+    )
+    lost = plan(tq, down, LoopState(redis_reachable=True))
+    assert [(e.type, e.reason) for e in of(lost.effects, PostEvent)] == [
+        ("Warning", "RedisUnreachable")
+    ]
+    assert conditions(lost)["RedisReachable"] == ("False", "ConnectionFailed")
+    back = plan(tq, observe(tq, at=NOW + 1), lost.state)
+    assert [(e.type, e.reason) for e in of(back.effects, PostEvent)] == [
+        ("Normal", "RedisReachable")
+    ]
