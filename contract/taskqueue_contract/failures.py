@@ -19,7 +19,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from taskqueue_contract.redaction import redact
-from taskqueue_contract.tls import TLSConfigError
+
+
+class TLSConfigError(ValueError):
+    """TLS material given for a URL that cannot use it. Raised by `taskqueue_contract.tls`
+    (which re-exports it); defined here so that classifying a failure, which the pure core
+    does, never imports the module that writes certificate files."""
 
 
 class SecretUnreadable(LookupError):

@@ -24,13 +24,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from taskqueue_contract.env import CLIENT_CERTIFICATE_KEYS, TLS_ENV
+from taskqueue_contract.failures import TLSConfigError as TLSConfigError
 
 URL = "url"
 """`SecretRef.role` of the Redis URL itself; the other roles are redis-py arguments."""
-
-
-class TLSConfigError(ValueError):
-    """TLS material given for a URL that cannot use it."""
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskqueue_contract import timestamps
 from taskqueue_contract.keys import job_id_of_execution
-
-if TYPE_CHECKING:
-    from taskqueue_operator.reconcile.effects import EffectError
 
 BUSY_STATES = frozenset({"busy"})
 
@@ -137,6 +134,25 @@ class ChildrenSnapshot:
     """Pods we saw and then saw go (deleted, or finished for good), with when."""
     changed: bool = True
     """A watch event (or our own write) changed them since the last tick's check."""
+
+
+@dataclass(frozen=True)
+class EffectError:
+    """Why the API server (or Redis) refused an effect, as the user should read it."""
+
+    message: str
+    code: int | None = None
+    """The HTTP status of an API error; None for Redis and network errors."""
+    reason: str | None = None
+    """The API server's reason (Invalid, Forbidden, Conflict...), when it gave one."""
+    fields: tuple[str, ...] = ()
+    """The fields the API server named, as paths in the child (details.causes[].field)."""
+
+    @property
+    def terminal(self) -> bool:
+        """Retrying cannot help until someone changes something: the spec (Invalid), or
+        the operator's permissions (Forbidden)."""
+        return self.code in (400, 403, 422)
 
 
 @dataclass(frozen=True)

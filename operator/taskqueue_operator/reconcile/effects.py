@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# An effect's error is observed data (a dry-run's refusals are one), so it is defined
+# with the observation, below the reconcile layer; it is re-exported here with the effects.
+from taskqueue_operator.observation import EffectError as EffectError
 from taskqueue_operator.reconcile.abandoned import AbandonedJob, InTransit
 
 
@@ -147,25 +150,6 @@ Effect = (
     | PostEvent
     | PatchStatus
 )
-
-
-@dataclass(frozen=True)
-class EffectError:
-    """Why the API server (or Redis) refused an effect, as the user should read it."""
-
-    message: str
-    code: int | None = None
-    """The HTTP status of an API error; None for Redis and network errors."""
-    reason: str | None = None
-    """The API server's reason (Invalid, Forbidden, Conflict...), when it gave one."""
-    fields: tuple[str, ...] = ()
-    """The fields the API server named, as paths in the child (details.causes[].field)."""
-
-    @property
-    def terminal(self) -> bool:
-        """Retrying cannot help until someone changes something: the spec (Invalid), or
-        the operator's permissions (Forbidden)."""
-        return self.code in (400, 403, 422)
 
 
 @dataclass(frozen=True)
