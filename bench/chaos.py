@@ -56,6 +56,7 @@ from chaos_driver import (  # noqa: E402
     wait_all_terminal,
 )
 from e2e_helpers import Kubectl, OperatorProcess, install_crd  # noqa: E402
+from taskqueue_contract.keys import Keys  # noqa: E402
 from testbed.cluster import Cluster, open_cluster  # noqa: E402
 from testbed.pod_network import use_pod_redis_host  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
@@ -144,7 +145,7 @@ def one_run(
             def progress() -> float:
                 # Redis may be restarting: keep the last figure.
                 with contextlib.suppress(redis.exceptions.RedisError):
-                    last[0] = 1 - client.llen(f"rq:queue:{queue}") / max(jobs, 1)
+                    last[0] = 1 - client.llen(Keys().queue(queue)) / max(jobs, 1)
                 return last[0]
 
             driver = threading.Thread(

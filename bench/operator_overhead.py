@@ -28,8 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
+from taskqueue_contract.keys import Keys  # noqa: E402
 from taskqueue_operator.controller import LoopSettings, RedisConnections, TaskQueueLoop  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
+
+KEYS = Keys()
 
 
 class RecordingKube:
@@ -81,16 +84,16 @@ def seed_redis(client: redis.Redis, count: int) -> None:
     pipe = client.pipeline(transaction=False)
     now = time.time()
     for index in range(count):
-        pipe.rpush(f"rq:queue:tq{index}-default", *[f"job-{index}-{j}" for j in range(5)])
+        pipe.rpush(KEYS.queue(f"tq{index}-default"), *[f"job-{index}-{j}" for j in range(5)])
         worker = f"w{index}"
-        pipe.sadd(f"rq:workers:tq{index}-default", f"rq:worker:{worker}")
-        pipe.hset(f"rq:worker:{worker}", mapping={
+        pipe.sadd(KEYS.queue_workers(f"tq{index}-default"), KEYS.worker(worker))
+        pipe.hset(KEYS.worker(worker), mapping={
             "state": "busy", "hostname": f"tq{index}-workers-abc-{index}",
             "queues": f"tq{index}-high,tq{index}-default", "birth": "2026-01-01T00:00:00Z",
             "successful_job_count": 10, "failed_job_count": 1, "total_working_time": 5.0,
         })
-        pipe.sadd(f"rq:worker:{worker}:executions", f"job-{index}-run:exec")
-        pipe.zadd(f"rq:wip:tq{index}-default", {f"job-{index}-run:exec": now + 3600})
+        pipe.sadd(KEYS.worker_executions(worker), f"job-{index}-run:exec")
+        pipe.zadd(KEYS.started(f"tq{index}-default"), {f"job-{index}-run:exec": now + 3600})
     pipe.execute()
 
 
@@ -104,7 +107,7 @@ async def churn_queues(url: str, count: int) -> None:
         while True:
             pipe = client.pipeline(transaction=False)
             for index in range(count):
-                key = f"rq:queue:tq{index}-default"
+                key = KEYS.queue(f"tq{index}-default")
                 if grow:
                     pipe.rpush(key, f"churn-{index}")
                 else:

@@ -62,6 +62,7 @@ from e2e_helpers import (  # noqa: E402
 )
 from rq import Queue  # noqa: E402
 from rq.job import Job  # noqa: E402
+from taskqueue_contract.keys import Keys  # noqa: E402
 from testbed.cluster import Cluster, open_cluster  # noqa: E402
 from testbed.pod_network import use_pod_redis_host  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
@@ -446,7 +447,7 @@ def wait_warm(pods: PodWatcher, client: redis.Redis, queue: str, timeout: float)
         "the warm worker pod Ready",
     )
     deadline = time.monotonic() + timeout
-    while not client.smembers(f"rq:workers:{queue}"):
+    while not client.smembers(Keys().queue_workers(queue)):
         if time.monotonic() > deadline:
             raise BenchFailure(f"no worker registered for {queue} after {timeout:.0f}s")
         time.sleep(0.1)

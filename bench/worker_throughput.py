@@ -30,6 +30,7 @@ from pathlib import Path
 import redis
 from rq import Queue
 from rq.utils import utcparse
+from taskqueue_contract.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -91,7 +92,7 @@ def run_once(config: Config, client: redis.Redis, url: str, jobs: int, tmp: Path
 
     with client.pipeline() as pipe:
         for job_id in job_ids:
-            pipe.hmget(f"rq:job:{job_id}", "started_at", "ended_at", "status")
+            pipe.hmget(Keys().job(job_id), "started_at", "ended_at", "status")
         rows = pipe.execute()
     unfinished = [r for r in rows if r[2] != b"finished"]
     if unfinished:
