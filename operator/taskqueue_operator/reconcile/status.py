@@ -99,6 +99,11 @@ def build_status(
     redis = observation.redis
     deployment = observation.deployment
 
+    # From Redis, or the previous status' (None before the first read).
+    pending: int | None
+    running: int | None
+    scheduled: int | None
+    failed: int | None
     if redis is not None:
         queues = [
             QueueStatus(
