@@ -189,7 +189,7 @@ class ChildCache:
         return snapshot
 
 
-class TaskQueueLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class TaskQueueLog(logging.LoggerAdapter[logging.Logger]):
     """Every line names the whole TaskQueue: kopf's format cuts logger names to 20 chars."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
