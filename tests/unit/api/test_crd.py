@@ -187,6 +187,7 @@ def test_quantities_are_int_or_string_with_the_grammar() -> None:
             "x-kubernetes-int-or-string": True,
             "minimum": 0,
             "pattern": kube.QUANTITY_PATTERN,
+            "maxLength": kube.QUANTITY_MAX_LENGTH,
         }
     sizes = _worker()["volumes"]["items"]["properties"]["emptyDir"]["properties"]["sizeLimit"]
     assert sizes["pattern"] == kube.QUANTITY_PATTERN

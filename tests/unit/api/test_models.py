@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 import re
 import zoneinfo
 from fractions import Fraction
@@ -12,6 +13,7 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+from taskqueue_operator.api import cron
 from taskqueue_operator.api.cron import is_valid_cron
 from taskqueue_operator.api.durations import format_duration, parse_duration
 from taskqueue_operator.api.kubernetes import parse_quantity, resource_name_error
@@ -291,3 +293,35 @@ def test_time_zones_are_what_the_api_server_takes() -> None:
 )
 def test_container_resource_names(name: str, ok: bool) -> None:
     assert (resource_name_error(name) is None) == ok
+
+
+def test_reversed_range_pattern_means_a_start_above_its_end() -> None:
+    # The CRD's rule is one regex; it must say exactly what comparing values says.
+    rng = random.Random(3)
+    fields = [
+        (0, 59, []),
+        (0, 23, []),
+        (1, 31, []),
+        (1, 12, ["jan", "FEB", "Dec"]),
+        (0, 6, ["sun", "MON", "Sat"]),
+    ]
+
+    def atom(low: int, high: int, names: list[str]) -> str:
+        if names and rng.random() < 0.3:
+            return rng.choice(names)
+        return ("0" if rng.random() < 0.2 else "") + str(rng.randint(low, high))
+
+    checked = 0
+    for _ in range(5000):
+        items = []
+        for field in fields:
+            item = atom(*field)
+            if rng.random() < 0.6:
+                item += "-" + atom(*field)
+            items.append(item + ("/2" if rng.random() < 0.2 else ""))
+        expression = " ".join(items)
+        if cron._CRON.match(expression):
+            checked += 1
+            reversed_ = bool(re.search(cron.REVERSED_RANGE_PATTERN, expression))
+            assert reversed_ != cron._ranges_ascend(expression), expression
+    assert checked > 1000
