@@ -24,12 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() < deadline:
         try:
             deployment = apps.read_namespaced_deployment(options.deployment, options.namespace)
-            status = deployment.status
             want = deployment.spec.replicas or 0
-            if want >= 1 and (status.available_replicas or 0) >= want:
+            available = (deployment.status.available_replicas if deployment.status else None) or 0
+            if want >= 1 and available >= want:
                 print(f"operator {options.namespace}/{options.deployment} is available")
                 return 0
-            last = f"{status.available_replicas or 0}/{want} replicas available"
+            last = f"{available}/{want} replicas available"
         except kubernetes.client.exceptions.ApiException as error:
             last = f"API error {error.status}: {error.reason}"
         time.sleep(2)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 import kubernetes
@@ -16,14 +17,25 @@ from taskqueue_operator.reconcile.labels import MANAGED_BY, TASKQUEUE_LABEL
 from taskqueue_operator.registry import LoopRegistry
 from taskqueue_operator.settings import OperatorSettings
 
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY, TASKQUEUE_LABEL: kopf.PRESENT}
+# kopf's label filter: a value, or kopf.PRESENT (kopf does not export the token's type).
+MANAGED: Mapping[str, Any] = {
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+    TASKQUEUE_LABEL: kopf.PRESENT,
+}
 _registry: LoopRegistry | None = None
 _tasks: list[asyncio.Task[None]] = []
 _runners: list[Any] = []
 
 
+def _json(body: kopf.RawBody) -> dict[str, Any]:
+    """kopf types a watched object as a TypedDict of the few fields kopf itself reads; it
+    is the API server's whole JSON object, which our loops read as such."""
+    return cast(dict[str, Any], body)
+
+
 def post_event(body: dict[str, Any], event_type: str, reason: str, message: str) -> None:
-    kopf.event(kopf.Body(body), type=event_type, reason=reason, message=message)
+    raw = cast(kopf.RawBody, body)  # the TaskQueue's JSON object, as kopf's watch gave it
+    kopf.event(kopf.Body(raw), type=event_type, reason=reason, message=message)
 
 
 def registry() -> LoopRegistry:
@@ -89,27 +101,27 @@ async def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def taskqueue_event(event: dict[str, Any], **_: Any) -> None:
-    await registry().taskqueue_event(event.get("type"), event["object"])
+async def taskqueue_event(event: kopf.RawEvent, **_: Any) -> None:
+    await registry().taskqueue_event(event.get("type"), _json(event["object"]))
 
 
-def _route(kind: str, event: dict[str, Any]) -> None:
-    body = event["object"]
+def _route(kind: str, event: kopf.RawEvent) -> None:
+    body = _json(event["object"])
     meta = body["metadata"]
     owner = (meta["namespace"], meta["labels"][TASKQUEUE_LABEL])
     registry().child_event(owner, kind, event.get("type"), body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_event(event: dict[str, Any], **_: Any) -> None:
+async def deployment_event(event: kopf.RawEvent, **_: Any) -> None:
     _route("Deployment", event)
 
 
 @kopf.on.event("batch", "v1", "cronjobs", labels=MANAGED)
-async def cronjob_event(event: dict[str, Any], **_: Any) -> None:
+async def cronjob_event(event: kopf.RawEvent, **_: Any) -> None:
     _route("CronJob", event)
 
 
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-async def pod_event(event: dict[str, Any], **_: Any) -> None:
+async def pod_event(event: kopf.RawEvent, **_: Any) -> None:
     _route("Pod", event)

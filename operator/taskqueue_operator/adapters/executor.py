@@ -99,7 +99,7 @@ class Executor:
         outcomes: list[Outcome] = []
         failed: set[str] = set()
         for effect in effects:
-            after = getattr(effect, "after", frozenset())
+            after = effect.after if isinstance(effect, Scale) else frozenset()
             if after & failed:
                 outcomes.append(Outcome(effect, skipped=True))
                 failed.add(effect.key)
@@ -109,9 +109,10 @@ class Executor:
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # one refused effect must not stop the others
-                outcome = Outcome(effect, error=effect_error(error))
+                refused = effect_error(error)
+                outcome = Outcome(effect, error=refused)
                 failed.add(effect.key)
-                self.log.warning("%s failed: %s", effect.key, outcome.error.message[:500])  # type: ignore[union-attr]
+                self.log.warning("%s failed: %s", effect.key, refused.message[:500])
             else:
                 outcome = Outcome(effect, result=result)
             outcomes.append(outcome)

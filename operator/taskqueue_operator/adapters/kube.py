@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Callable
 from typing import Any
 
 import kubernetes
@@ -46,6 +47,7 @@ class Kube:
         """Server-side apply of a Deployment or CronJob we own (force: we are the owner).
         `dry_run`: the API server validates and admits it, and stores nothing."""
         meta = body["metadata"]
+        call: Callable[..., object]
         if body["kind"] == "Deployment":
             call = self.apps.patch_namespaced_deployment
         elif body["kind"] == "CronJob":
@@ -60,7 +62,7 @@ class Kube:
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type=APPLY,
-            **({"dry_run": "All"} if dry_run else {}),
+            dry_run="All" if dry_run else None,
         )
         return self.api_client.sanitize_for_serialization(result)
 
@@ -88,6 +90,8 @@ class Kube:
             if error.status == 404:
                 return None
             raise
+        if not isinstance(body, dict):
+            raise TypeError(f"a TaskQueue read as {type(body).__name__}, not an object")
         return str(body["metadata"]["uid"])
 
     async def delete_cronjob(self, namespace: str, name: str) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any, cast
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
@@ -20,6 +21,26 @@ from taskqueue_contract import timestamps
 
 log = logging.getLogger("taskqueue.leader")
 Callback = Callable[[], Awaitable[None]]
+
+
+def _body(lease: dict[str, Any]) -> kubernetes.client.V1Lease:
+    """The Lease we write, as the JSON the API server takes. The client's signature asks
+    for a V1Lease; it takes a JSON-shaped dict as well (kubernetes>=37 validates it into
+    one, older clients send it as is), which keeps the body and the tests' fake API plain."""
+    return cast(kubernetes.client.V1Lease, lease)
+
+
+def _spec(lease: kubernetes.client.V1Lease) -> kubernetes.client.V1LeaseSpec:
+    """A Lease without a spec is one nobody holds."""
+    return lease.spec or kubernetes.client.V1LeaseSpec()
+
+
+def _resource_version(lease: kubernetes.client.V1Lease) -> str:
+    """Writes are conditional on it: a Lease read without one cannot be written safely."""
+    version = lease.metadata.resource_version if lease.metadata else None
+    if not version:
+        raise ValueError("the Lease was read without a resourceVersion")
+    return version
 
 
 class LeaderElection:
@@ -64,26 +85,27 @@ class LeaderElection:
                 "spec": {**spec, "acquireTime": timestamps.format_micro(now)},
             }
             try:
-                self.api.create_namespaced_lease(self.namespace, body)
+                self.api.create_namespaced_lease(self.namespace, _body(body))
                 return True
             except ApiException as conflict:
                 if conflict.status == 409:
                     return False
                 raise
-        holder = lease.spec.holder_identity or ""
-        renewed = timestamps.parse(lease.spec.renew_time) or now
-        duration = lease.spec.lease_duration_seconds or self.lease_seconds
+        held = _spec(lease)
+        holder = held.holder_identity or ""
+        renewed = timestamps.parse(held.renew_time) or now
+        duration = held.lease_duration_seconds or self.lease_seconds
         if holder and holder != self.identity and renewed + timedelta(seconds=duration) > now:
             return False  # someone else holds a live lease (an empty holder: released)
         if holder != self.identity:
             spec["acquireTime"] = timestamps.format_micro(now)
-            spec["leaseTransitions"] = (lease.spec.lease_transitions or 0) + 1
+            spec["leaseTransitions"] = (held.lease_transitions or 0) + 1
         body = {
-            "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
+            "metadata": {"name": self.name, "resourceVersion": _resource_version(lease)},
             "spec": spec,
         }
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+            self.api.replace_namespaced_lease(self.name, self.namespace, _body(body))
             return True
         except ApiException as error:
             if error.status == 409:  # another candidate wrote first
@@ -99,22 +121,23 @@ class LeaderElection:
             if error.status == 404:
                 return False
             raise
-        if lease.spec.holder_identity != self.identity:
+        held = _spec(lease)
+        if held.holder_identity != self.identity:
             return False  # lost it meanwhile: nothing of ours to release
         now = timestamps.format_micro(timestamps.now())
         body = {
-            "metadata": {"name": self.name, "resourceVersion": lease.metadata.resource_version},
+            "metadata": {"name": self.name, "resourceVersion": _resource_version(lease)},
             # What client-go writes on release: no holder, a 1 s lease renewed now.
             "spec": {
                 "holderIdentity": "",
                 "leaseDurationSeconds": 1,
                 "renewTime": now,
                 "acquireTime": now,
-                "leaseTransitions": lease.spec.lease_transitions or 0,
+                "leaseTransitions": held.lease_transitions or 0,
             },
         }
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, body)
+            self.api.replace_namespaced_lease(self.name, self.namespace, _body(body))
         except ApiException as error:
             if error.status == 409:  # someone else wrote first: not ours any more
                 return False

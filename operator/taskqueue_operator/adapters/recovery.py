@@ -30,8 +30,10 @@ from taskqueue_contract import env as contract_env
 from taskqueue_contract.keys import Keys
 
 from taskqueue_operator.reconcile.abandoned import AbandonedJob
+from taskqueue_operator.reconcile.abandoned import AbandonedPolicy as Policy
 
-Policy = Literal["requeue", "fail"]
+Action = Literal["retried", "requeued", "failed", "already-handled", "missing"]
+
 # A job that kills its pod every time (OOM) must not loop forever on policy requeues.
 MAX_POLICY_REQUEUES = 3
 ABANDON_COUNT_META = "taskqueue_abandoned"
@@ -40,7 +42,7 @@ ABANDON_COUNT_META = "taskqueue_abandoned"
 @dataclass(frozen=True)
 class Recovered:
     job_id: str
-    action: Literal["retried", "requeued", "failed", "already-handled", "missing"]
+    action: Action
     worker: str
     pod: str
 
@@ -54,8 +56,8 @@ def recover(connection: redis.Redis, jobs: list[AbandonedJob], policy: Policy) -
 
 
 def _recover_one(connection: redis.Redis, abandoned: AbandonedJob, policy: Policy) -> Recovered:
-    def result(action: str) -> Recovered:
-        return Recovered(abandoned.job_id, action, abandoned.worker, abandoned.pod)  # type: ignore[arg-type]
+    def result(action: Action) -> Recovered:
+        return Recovered(abandoned.job_id, action, abandoned.worker, abandoned.pod)
 
     keys = Keys(RQ_KEY_PREFIX)  # rq's APIs below use the prefix rq was imported with
     execution_key = keys.execution(abandoned.execution)
@@ -94,7 +96,7 @@ def _recover_one(connection: redis.Redis, abandoned: AbandonedJob, policy: Polic
 
 def _move(
     job: Job, queue: Queue, abandoned: AbandonedJob, policy: Policy, pipe: redis.client.Pipeline
-) -> str:
+) -> Action:
     if job.should_retry:
         job.retry(queue, pipe)  # counts against the job's own Retry, honours its intervals
         return "retried"
@@ -119,11 +121,12 @@ def _forget_worker(connection: redis.Redis, worker: str) -> None:
     """What RQ does when it finds a dead worker's hash expired, done now."""
     keys = Keys(RQ_KEY_PREFIX)
     key = keys.worker(worker)
-    queues = connection.hget(key, "queues")
+    raw = connection.hget(key, "queues") or b""
+    queues = raw.decode() if isinstance(raw, bytes) else str(raw)
     with connection.pipeline() as pipe:
         pipe.delete(key)
         pipe.srem(keys.workers, key)
-        for queue in (queues or b"").decode().split(","):
+        for queue in queues.split(","):
             if queue:
                 pipe.srem(keys.queue_workers(queue), key)
         pipe.execute()

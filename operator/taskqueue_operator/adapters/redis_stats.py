@@ -132,10 +132,9 @@ async def read_memory_policy(client: aioredis.Redis) -> tuple[str | None, int | 
         config = await client.config_get("maxmemory*")
     except redis.exceptions.RedisError:
         return None, None
-    return (
-        _text(config.get(b"maxmemory-policy", config.get("maxmemory-policy"))),
-        int(config.get(b"maxmemory", config.get("maxmemory")) or 0),
-    )
+    # Keys are bytes unless the client decodes responses (redis-py types them as str).
+    values = {_text(key): value for key, value in config.items()}
+    return _text(values.get("maxmemory-policy")), int(values.get("maxmemory") or 0)
 
 
 def connect(url: str, max_connections: int = 32) -> aioredis.Redis:

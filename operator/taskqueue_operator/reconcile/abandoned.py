@@ -7,14 +7,17 @@ container was restarted and a newer worker registered under the same pod name.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from taskqueue_contract import timestamps
 
 from taskqueue_operator.observation import WorkerInfo
+
+AbandonedPolicy = Literal["requeue", "fail"]
+"""What becomes of an abandoned job: `spec.scaling.abandonedJobs`."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class AbandonedJob:
 _parse_time = timestamps.parse
 
 
-def container_deaths(pods: dict[str, dict[str, Any]], container: str) -> dict[str, datetime]:
+def container_deaths(pods: Mapping[str, Mapping[str, Any]], container: str) -> dict[str, datetime]:
     """When each pod's worker container last died (from its reported status).
 
     A worker registered before that moment belonged to the dead process: the kubelet

@@ -14,7 +14,7 @@ from typing import Any
 # An effect's error is observed data (a dry-run's refusals are one), so it is defined
 # with the observation, below the reconcile layer; it is re-exported here with the effects.
 from taskqueue_operator.observation import EffectError as EffectError
-from taskqueue_operator.reconcile.abandoned import AbandonedJob, InTransit
+from taskqueue_operator.reconcile.abandoned import AbandonedJob, AbandonedPolicy, InTransit
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class RecoverAbandoned:
     """Requeue (or fail, per policy) the started jobs of workers that no longer exist."""
 
     jobs: tuple[AbandonedJob, ...]
-    policy: str
+    policy: AbandonedPolicy
 
     @property
     def key(self) -> str:
