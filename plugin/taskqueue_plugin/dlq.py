@@ -253,11 +253,11 @@ def select(ctx: Context, selector: Selector) -> list[Selected]:
         problems: list[str] = []
         for index, job_id in enumerate(selector.ids):
             row = scores[index * len(ctx.queues) : (index + 1) * len(ctx.queues)]
-            queue = next((q for q, s in zip(ctx.queues, row, strict=True) if s is not None), None)
-            if queue is None:
+            owner = next((q for q, s in zip(ctx.queues, row, strict=True) if s is not None), None)
+            if owner is None:
                 problems.append(job_id)
             else:
-                found.append((queue, job_id))
+                found.append((owner, job_id))
         if problems:
             raise NotFound(_not_dead_letters(ctx, problems))
         records = fetch_records(client, ctx.prefix, [job_id for _, job_id in found])

@@ -138,7 +138,7 @@ def build_frame(rows: Iterable[Row], queues: Sequence[str]) -> pd.DataFrame:
         else:
             frame[name] = frame[name].astype(dtype)
     # Fixed categories: files of one TaskQueue concatenate without dtype surprises.
-    extra_queues = sorted({q for q in data["queue"] if q is not None and q not in queues})
+    extra_queues = sorted({q for q in data["queue"] if isinstance(q, str) and q not in queues})
     frame["queue"] = pd.Categorical(data["queue"], categories=[*queues, *extra_queues])
     frame["status"] = pd.Categorical(data["status"], categories=list(STATUSES))
     return frame
@@ -164,7 +164,8 @@ def collect(ctx: Context, statuses: Sequence[str]) -> tuple[list[Row], int]:
                 ids = [job_id for job_id, _ in live_entries(client, key, now_ts)]
             else:  # scheduled (score = run time), deferred, canceled: every entry counts
                 key = getattr(keys, source)(queue)
-                ids = [text(m) or "" for m in client.zrange(key, 0, -1)]
+                members = client.zrange(key, 0, -1)  # no scores: members only
+                ids = [text(m) or "" for m in members if isinstance(m, bytes | str)]
             for job_id in ids:
                 found.setdefault(job_id, source)
     records = fetch_records(client, prefix, list(found))

@@ -56,6 +56,8 @@ class _Parser(argparse.ArgumentParser):
 
     _intermixing = False
 
+    # typeshed overloads parse_known_args on `namespace`'s type; this override keeps one
+    # signature, as argparse's own implementation has.
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:

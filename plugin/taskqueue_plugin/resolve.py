@@ -211,6 +211,8 @@ def resolve_from_cluster(
         )
     except failures as error:
         raise _api_error(error, what) from None
+    if not isinstance(body, dict):
+        raise CliError(f"reading {what} failed: not a JSON object")
     spec = body.get("spec") or {}
     redis_source(spec)  # one clear error when spec.redis names no URL at all
 
@@ -308,4 +310,5 @@ def connect(url: str) -> redis.Redis:
 def discover_queues(client: redis.Redis, prefix: str) -> tuple[str, ...]:
     """Every queue RQ registered (`<prefix>:queues`), for --redis-url without --queue."""
     keys = Keys(prefix)
-    return tuple(sorted({keys.queue_name(m.decode()) for m in client.smembers(keys.queues)}))
+    names = (m.decode() if isinstance(m, bytes) else str(m) for m in client.smembers(keys.queues))
+    return tuple(sorted({keys.queue_name(name) for name in names}))
