@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ def track(items: Iterable[T], total: int | None = None, min_step: float = 0.01) 
     progress moved by at least `min_step` (and at the end), so tight loops stay cheap.
     """
     if total is None:
-        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        total = len(items) if isinstance(items, Sized) else None
     reported = -1.0
     count = 0
     for count, item in enumerate(items, start=1):

@@ -47,7 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeGuard, TypeVar, overload
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -161,7 +161,7 @@ class ResultStore:
         return sorted(removed)
 
 
-def _is_dataframe(value: Any) -> bool:
+def _is_dataframe(value: object) -> TypeGuard[pd.DataFrame]:
     # Without pandas imported, nothing can be a DataFrame: skip the import.
     pandas = sys.modules.get("pandas")
     return pandas is not None and isinstance(value, pandas.DataFrame)
@@ -220,6 +220,8 @@ def parquet_result(func: Callable[P, R] | None = None, *, uri: str | None = None
                 )
             return store_job_result(job, value, store)
 
+        # A marker on the function object (read by the worker); functions take attributes
+        # at run time, their type does not declare any.
         wrapper.__taskqueue_parquet_result__ = True  # type: ignore[attr-defined]
         return wrapper
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -84,7 +84,13 @@ def is_outage(error: BaseException) -> bool:
     return classify(error).transient
 
 
-class _TaskqueueWorkerMixin:
+if TYPE_CHECKING:
+    from rq.worker.base import BaseWorker as _WorkerBase  # what the mixin extends
+else:
+    _WorkerBase = object
+
+
+class _TaskqueueWorkerMixin(_WorkerBase):
     """Adds the heartbeat file, early-signal handling and outage survival to an rq worker.
 
     rq quits its work loop on a connection error anywhere but in its blocking dequeue,
@@ -113,26 +119,26 @@ class _TaskqueueWorkerMixin:
     _redis_silent: BaseException | None = None  # Redis failed us after the last job's end
 
     def check_for_suspension(self, burst: bool) -> None:
-        self._through_outages(super().check_for_suspension, burst)  # type: ignore[misc]
+        self._through_outages(super().check_for_suspension, burst)
 
     def dequeue_job_and_maintain_ttl(
         self, timeout: int | None, max_idle_time: int | None = None
     ) -> Any:
-        call = super().dequeue_job_and_maintain_ttl  # type: ignore[misc]
+        call = super().dequeue_job_and_maintain_ttl
         return self._through_outages(call, timeout, max_idle_time)
 
     def run_maintenance_tasks(self) -> None:
         try:
-            super().run_maintenance_tasks()  # type: ignore[misc]
+            super().run_maintenance_tasks()
         except REDIS_DOWN as error:
             log.warning("maintenance skipped, Redis is away: %s", error)
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         if pipeline is not None:  # part of rq's own transaction: not ours to guard
-            super().heartbeat(timeout, pipeline)  # type: ignore[misc]
+            super().heartbeat(timeout, pipeline)
             return
         try:
-            super().heartbeat(timeout)  # type: ignore[misc]
+            super().heartbeat(timeout)
         except REDIS_DOWN as error:  # the next loop turn waits for Redis
             log.warning("heartbeat skipped, Redis is away: %s", error)
 
@@ -143,14 +149,14 @@ class _TaskqueueWorkerMixin:
         that thread passes its own client, whose short timeout keeps the beats (and so
         the liveness probe) going when Redis stops answering."""
         with self._registration_lock:
-            if self._stop_requested or self._shutdown_requested_date:  # type: ignore[attr-defined]
+            if self._stop_requested or self._shutdown_requested_date:
                 return  # tearing down: registering now would resurrect a dying worker
             if connection is None:
-                connection = self.connection  # type: ignore[attr-defined]
-            if not connection.hexists(self.key, "birth"):  # type: ignore[attr-defined]
+                connection = self.connection
+            if not connection.hexists(self.key, "birth"):
                 log.warning("Redis forgot this worker: registering again")
-                connection.delete(self.key)  # type: ignore[attr-defined]
-                self.register_birth()  # type: ignore[attr-defined]
+                connection.delete(self.key)
+                self.register_birth()
 
     def _through_outages(self, call: Callable[..., Any], *args: Any) -> Any:
         while True:
@@ -163,8 +169,8 @@ class _TaskqueueWorkerMixin:
 
     def _wait_for_redis(self, error: BaseException) -> None:
         log.warning("lost Redis, waiting for it: %s", error)
-        connection: redis.Redis = self.connection  # type: ignore[attr-defined]
-        while not self._stop_requested:  # type: ignore[attr-defined]
+        connection: redis.Redis = self.connection
+        while not self._stop_requested:
             time.sleep(REDIS_RETRY_SECONDS)
             try:
                 connection.ping()
@@ -177,7 +183,7 @@ class _TaskqueueWorkerMixin:
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         self._stopping = _StopFlag()  # before any work horse is forked
-        super().bootstrap(*args, **kwargs)  # type: ignore[misc]
+        super().bootstrap(*args, **kwargs)
         if self.health is not None:
             # Registered in Redis from here on: only now may probes pass.
             self.health.start()
@@ -191,7 +197,7 @@ class _TaskqueueWorkerMixin:
         per Redis command (see `bound_redis_calls`)."""
         if not self._redis_bounded:
             self._redis_bounded = True
-            bound_redis_calls(self.connection, SHUTDOWN_REDIS_TIMEOUT)  # type: ignore[attr-defined]
+            bound_redis_calls(self.connection, SHUTDOWN_REDIS_TIMEOUT)
 
     def _is_stopping(self) -> bool:
         return self._stopping is not None and self._stopping.is_set()
@@ -203,17 +209,20 @@ class _TaskqueueWorkerMixin:
             self._stopping.set()
         if self.bound_redis_on_stop_request:
             self._bound_redis()
-        super().request_stop(signum, frame)  # type: ignore[misc]
+        super().request_stop(signum, frame)
 
     def set_shutdown_requested_date(self) -> None:
         """Overrides rq's one-liner, which rq's signal handler calls while a job runs: an
         error would be raised into the job monitor (or, in a simple worker, into the job
         itself), and a Redis that does not answer would stall it for 415 s. A bounded
         client writes the (informational) field instead, best effort."""
-        date = utcformat(self._shutdown_requested_date)  # type: ignore[attr-defined]
-        client = bounded_client(self.connection, SHUTDOWN_REDIS_TIMEOUT)  # type: ignore[attr-defined]
+        requested = self._shutdown_requested_date  # set by rq's request_stop just before
+        if requested is None:
+            return
+        date = utcformat(requested)
+        client = bounded_client(self.connection, SHUTDOWN_REDIS_TIMEOUT)
         try:
-            client.hset(self.key, "shutdown_requested_date", date)  # type: ignore[attr-defined]
+            client.hset(self.key, "shutdown_requested_date", date)
         except REDIS_DOWN as error:
             log.warning("could not record the shutdown request in Redis: %s", error)
         finally:
@@ -237,7 +246,7 @@ class _TaskqueueWorkerMixin:
             )
             self._bound_redis()
         try:
-            super().handle_execution_ended(job, queue, heartbeat_ttl)  # type: ignore[misc]
+            super().handle_execution_ended(job, queue, heartbeat_ttl)
         except REDIS_DOWN as error:
             if stopping:
                 self._redis_silent = error
@@ -256,7 +265,7 @@ class _TaskqueueWorkerMixin:
         while stopping: the rest of the shutdown then does not wait for it again."""
         bound_job_timeout(job, self.job_timeout)
         try:
-            super().execute_job(job, queue)  # type: ignore[misc]
+            super().execute_job(job, queue)
         except REDIS_DOWN as error:
             if self._is_stopping():
                 self._redis_silent = error
@@ -267,7 +276,7 @@ class _TaskqueueWorkerMixin:
         worker (and the operator requeues the job); while stopping the job is left to
         finish, so a Redis that does not answer only costs the heartbeat."""
         try:
-            super().maintain_heartbeats(job, execution)  # type: ignore[misc]
+            super().maintain_heartbeats(job, execution)
         except REDIS_DOWN as error:
             if not self._is_stopping():
                 raise
@@ -279,7 +288,7 @@ class _TaskqueueWorkerMixin:
         rq's 415 s socket timeout, copied before it forked) held the whole worker until
         SIGKILL. Here it gets SCHEDULER_STOP_TIMEOUT, then it is killed. It is also only
         signalled while alive (rq's would signal a reaped, possibly reused, PID)."""
-        scheduler = self.scheduler  # type: ignore[attr-defined]
+        scheduler = self.scheduler
         process = scheduler._process if scheduler is not None else None
         if process is None or process.pid is None or not process.is_alive():
             return
@@ -301,7 +310,7 @@ class _TaskqueueWorkerMixin:
         or not tried when it already failed the bookkeeping after the last job."""
         try:
             if self._redis_silent is None:
-                super().register_death()  # type: ignore[misc]
+                super().register_death()
                 return
         except REDIS_DOWN as error:
             self._redis_silent = error
@@ -318,11 +327,11 @@ class _TaskqueueWorkerMixin:
         the thread then crashed on the closed socket. Here a thread still waiting is left
         alone (a daemon, it ends with the process), and a Redis that is away cannot turn
         the warm shutdown into an error exit."""
-        thread = self.pubsub_thread  # type: ignore[attr-defined]
-        pubsub = self.pubsub  # type: ignore[attr-defined]
+        thread = self.pubsub_thread
+        pubsub = self.pubsub
         if not thread or pubsub is None:
             return
-        log.info("unsubscribing from channel %s", self.pubsub_channel_name)  # type: ignore[attr-defined]
+        log.info("unsubscribing from channel %s", self.pubsub_channel_name)
         if self._redis_silent is None:  # else no confirmation will come: do not wait for it
             try:
                 pubsub.unsubscribe()
@@ -334,12 +343,12 @@ class _TaskqueueWorkerMixin:
             pubsub.close()
 
     def teardown(self) -> None:
-        if not self.is_horse:  # type: ignore[attr-defined]
+        if not self.is_horse:
             # Every way out (signal, --burst, --max-jobs, a loop error) ends here.
             self._bound_redis()
             if self.health is not None:
                 self.health.stop(remove=True)
-        super().teardown()  # type: ignore[misc]
+        super().teardown()
 
 
 class TaskqueueForkWorker(_TaskqueueWorkerMixin, Worker):
@@ -424,7 +433,9 @@ def bound_redis_calls(client: redis.Redis, timeout: float) -> None:
     client.connection_pool = bounded_client(client, timeout).connection_pool
 
 
-WORKER_CLASSES: dict[config.WorkerClass, type[Worker] | type[SimpleWorker]] = {
+WORKER_CLASSES: dict[
+    config.WorkerClass, type[TaskqueueForkWorker] | type[TaskqueueSimpleWorker]
+] = {
     config.WorkerClass.FORK: TaskqueueForkWorker,
     config.WorkerClass.SIMPLE: TaskqueueSimpleWorker,
 }

@@ -83,7 +83,7 @@ def page(
     first = align(to, tf)
     if first >= to:
         first -= tf.step
-    out = []
+    out: list[dict[str, Any]] = []
     at = first
     while len(out) < count and (listed is None or at >= listed):
         out.append(candle_at(market, tf, at))
@@ -137,7 +137,8 @@ class CandleServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
 
     def _admit(self, at: float) -> int:
         """Requests left in the current one-second window, or -1 when over the limit."""

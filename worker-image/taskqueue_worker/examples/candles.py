@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import pandas as pd
 import pyarrow as pa
@@ -47,7 +47,7 @@ DEFAULT_RATE_LIMIT = 10.0  # requests per second (Upbit's quotation API limit)
 SAFETY_MARGIN = 0.1
 MAX_COUNT = 200  # candles per request (API maximum)
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume", "quote_volume"]
-TIMESTAMP_TYPE = "datetime64[ms, UTC]"
+TIMESTAMP_TYPE: Final = "datetime64[ms, UTC]"
 
 
 @dataclass(frozen=True)
@@ -276,8 +276,9 @@ class CandleClient:
 
 
 def _retry_after(header: str | None, attempt: int) -> float:
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, float(header))  # type: ignore[arg-type]
+    with contextlib.suppress(ValueError):
+        if header is not None:
+            return max(0.0, float(header))
     return min(30.0, 0.5 * 2**attempt)
 
 
