@@ -193,7 +193,7 @@ class TaskQueueLog(logging.LoggerAdapter[logging.Logger]):
     """Every line names the whole TaskQueue: kopf's format cuts logger names to 20 chars."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['taskqueue']}] {msg}", kwargs  # type: ignore[index]
+        return f"[{(self.extra or {}).get('taskqueue')}] {msg}", kwargs
 
 
 class TaskQueueLoop:
