@@ -198,7 +198,12 @@ class _Embedded:
             validate(value)
             return value
 
-        return core_schema.no_info_wrap_validator_function(keep, handler(self.model))
+        # Serialized as the dict it is (not as the model it was checked against).
+        return core_schema.no_info_wrap_validator_function(
+            keep,
+            handler(self.model),
+            serialization=core_schema.plain_serializer_function_ser_schema(lambda value: value),
+        )
 
     def __get_pydantic_json_schema__(
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler

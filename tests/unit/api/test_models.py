@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+import warnings
 import zoneinfo
 from fractions import Fraction
 from pathlib import Path
@@ -229,6 +230,10 @@ def test_embedded_lists_stay_the_dicts_the_user_wrote() -> None:
     )
     assert spec.worker.env == env and isinstance(spec.worker.env[0], dict)
     assert spec.worker.volumes == volumes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Expected `EnvVar`" serializer warning
+        dumped = spec.worker.model_dump(by_alias=True)
+    assert dumped["env"] == env and dumped["volumes"] == volumes
     assert spec.worker.resources is not None
     assert spec.worker.resources.model_dump(exclude_none=True) == resources
 
