@@ -72,9 +72,14 @@ def taskqueue(index: int, url: str, autoscale: bool) -> dict[str, Any]:
     else:
         spec["replicas"] = 1
     return {
-        "apiVersion": "taskqueue.dev/v1alpha1", "kind": "TaskQueue",
-        "metadata": {"name": f"tq{index}", "namespace": "bench", "uid": f"uid-{index}",
-                     "generation": 1},
+        "apiVersion": "taskqueue.dev/v1alpha1",
+        "kind": "TaskQueue",
+        "metadata": {
+            "name": f"tq{index}",
+            "namespace": "bench",
+            "uid": f"uid-{index}",
+            "generation": 1,
+        },
         "spec": spec,
     }
 
@@ -87,11 +92,18 @@ def seed_redis(client: redis.Redis, count: int) -> None:
         pipe.rpush(KEYS.queue(f"tq{index}-default"), *[f"job-{index}-{j}" for j in range(5)])
         worker = f"w{index}"
         pipe.sadd(KEYS.queue_workers(f"tq{index}-default"), KEYS.worker(worker))
-        pipe.hset(KEYS.worker(worker), mapping={
-            "state": "busy", "hostname": f"tq{index}-workers-abc-{index}",
-            "queues": f"tq{index}-high,tq{index}-default", "birth": "2026-01-01T00:00:00Z",
-            "successful_job_count": 10, "failed_job_count": 1, "total_working_time": 5.0,
-        })
+        pipe.hset(
+            KEYS.worker(worker),
+            mapping={
+                "state": "busy",
+                "hostname": f"tq{index}-workers-abc-{index}",
+                "queues": f"tq{index}-high,tq{index}-default",
+                "birth": "2026-01-01T00:00:00Z",
+                "successful_job_count": 10,
+                "failed_job_count": 1,
+                "total_working_time": 5.0,
+            },
+        )
         pipe.sadd(KEYS.worker_executions(worker), f"job-{index}-run:exec")
         pipe.zadd(KEYS.started(f"tq{index}-default"), {f"job-{index}-run:exec": now + 3600})
     pipe.execute()
@@ -126,20 +138,35 @@ def commands(client: redis.Redis) -> tuple[int, int]:
     return total, pipelines
 
 
-async def run(count: int, seconds: float, url: str, counter_interval: float,
-              autoscale: bool, budget: float = 50.0) -> dict[str, float]:
+async def run(
+    count: int,
+    seconds: float,
+    url: str,
+    counter_interval: float,
+    autoscale: bool,
+    budget: float = 50.0,
+) -> dict[str, float]:
     kube = RecordingKube()
     connections = RedisConnections()
-    settings = LoopSettings(counter_patch_interval=counter_interval,
-                            counter_writes_per_second=budget)
+    settings = LoopSettings(
+        counter_patch_interval=counter_interval, counter_writes_per_second=budget
+    )
     loops = [
-        TaskQueueLoop(taskqueue(i, url, autoscale), kube, connections,  # type: ignore[arg-type]
-                      lambda *_: None, settings)
+        TaskQueueLoop(
+            taskqueue(i, url, autoscale),
+            kube,
+            connections,  # type: ignore[arg-type]
+            lambda *_: None,
+            settings,
+        )
         for i in range(count)
     ]
     for loop in loops:  # a Deployment exists already, as in steady state
-        loop.children.deployment = {"metadata": {"name": f"{loop.name}-workers"},
-                                    "spec": {"replicas": 1}, "status": {"readyReplicas": 1}}
+        loop.children.deployment = {
+            "metadata": {"name": f"{loop.name}-workers"},
+            "spec": {"replicas": 1},
+            "status": {"readyReplicas": 1},
+        }
         loop.children.pods = {}
     probe = redis.Redis.from_url(url)
     for loop in loops:
@@ -180,16 +207,19 @@ def main() -> int:
         seed_redis(server.client(), options.taskqueues)
         print(f"{options.taskqueues} TaskQueues, one Redis, {options.seconds:.0f} s at 1 s ticks")
         ours = asyncio.run(run(options.taskqueues, options.seconds, server.url, 2.0, True))
-        baseline = asyncio.run(run(options.taskqueues, options.seconds, server.url, 0.0, True,
-                                   budget=float("inf")))
+        baseline = asyncio.run(
+            run(options.taskqueues, options.seconds, server.url, 0.0, True, budget=float("inf"))
+        )
     finally:
         server.cleanup()
     print(f"{'':28}{'ours':>14}{'write-every-change':>22}   (baseline: no counter throttle)")
     for key in ("cpu_per_second", "rss_mib", "redis_commands_per_tick", "api_writes_per_second"):
         print(f"{key:28}{ours[key]:>14.2f}{baseline[key]:>22.2f}")
     print(f"writes by kind (ours): {ours['writes']}")
-    print("Redis round trips per tick: 2 (one pipeline of 8 commands per queue, then one of "
-          "2 per worker + 1 per non-empty queue)")
+    print(
+        "Redis round trips per tick: 2 (one pipeline of 8 commands per queue, then one of "
+        "2 per worker + 1 per non-empty queue)"
+    )
     return 0
 
 
