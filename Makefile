@@ -35,14 +35,19 @@ testbed-up: bootstrap
 testbed-down: venv
 	$(TESTBED) down
 
-test: bootstrap
+test: lint bootstrap
 	$(VENV)/bin/pytest
 
 unit: venv
 	$(VENV)/bin/pytest tests/unit
 
+# Style, types and layering (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
+LINTED := contract operator worker-image plugin tests bench examples
 lint: venv
-	$(VENV)/bin/ruff check contract operator worker-image plugin tests bench examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 crds: venv
 	$(VENV)/bin/taskqueue-crd
