@@ -7,10 +7,12 @@ from typing import Any
 from taskqueue_contract import env as names
 from taskqueue_contract.env import CLIENT_CERTIFICATE_KEYS, TLS_ENV
 
+from taskqueue_operator.api.kubernetes import RESERVED_MOUNT_PATH, RESERVED_VOLUME
 from taskqueue_operator.api.models import RedisSpec, WorkerSpec
 
-TMP_VOLUME = "tmp"
-TMP_PATH = "/tmp"
+# The scratch space of the read-only root; the API refuses user volumes by these names.
+TMP_VOLUME = RESERVED_VOLUME
+TMP_PATH = RESERVED_MOUNT_PATH
 
 
 def redis_env(redis: RedisSpec) -> list[dict[str, Any]]:
