@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
 
 def cel(
@@ -12,9 +13,9 @@ def cel(
     field_path: str | None = None,
     *,
     message_expression: str | None = None,
-) -> dict[str, str]:
+) -> JsonDict:
     """One `x-kubernetes-validations` entry; `fieldPath` makes the error name the field."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if message_expression:
         entry["messageExpression"] = message_expression
     if field_path:

@@ -27,6 +27,7 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import JsonDict
 from pydantic_core import core_schema
 
 from taskqueue_operator.api.base import ApiModel, cel
@@ -316,7 +317,7 @@ class KeySelector(KubeModel):
 ENV_SOURCES = ("fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef")
 
 
-def _exactly_one(fields: tuple[str, ...], message: str) -> dict[str, str]:
+def _exactly_one(fields: tuple[str, ...], message: str) -> JsonDict:
     present = ", ".join(f"has(self.{f})" for f in fields)
     return cel(f"[{present}].filter(x, x).size() == 1", message)
 

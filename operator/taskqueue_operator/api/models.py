@@ -597,8 +597,8 @@ class TaskQueue(ApiModel):
         alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
     )
 
-    api_version: Literal["taskqueue.dev/v1alpha1"] = API_VERSION
-    kind: Literal["TaskQueue"] = KIND
+    api_version: Literal["taskqueue.dev/v1alpha1"] = "taskqueue.dev/v1alpha1"
+    kind: Literal["TaskQueue"] = "TaskQueue"
     metadata: dict[str, Any] = Field(default_factory=dict)
     spec: TaskQueueSpec
 

@@ -83,7 +83,7 @@ def test_children_columns_and_dead_letters(
     wait_for(lambda: status_of(kube, "shop").get("deadLetters") == 2, 5.0, 0.1, "DEAD 2")
     dead = condition(kube.get("taskqueue", "shop"), "DeadLetters")
     assert dead is not None and dead["status"] == "True", dead
-    assert kube.run("get", "tq", "shop").stdout.splitlines()[1].split()[4] == "2"
+    assert kube.run("get", "tq", "shop").stdout.splitlines()[1].split()[5] == "2"  # DEAD
 
 
 def test_edits_roll_revert_prune_and_delete(
