@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import redis  # noqa: E402
 from taskqueue_contract.keys import Keys  # noqa: E402
-from taskqueue_operator.controller import LoopSettings, RedisConnections, TaskQueueLoop  # noqa: E402
+from taskqueue_operator.adapters.redis_observer import RedisConnections  # noqa: E402
+from taskqueue_operator.controller import LoopSettings, TaskQueueLoop  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
 
 KEYS = Keys()

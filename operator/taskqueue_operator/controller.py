@@ -21,22 +21,19 @@ from typing import Any
 
 import pydantic
 import redis.asyncio as aioredis
-from taskqueue_contract.failures import FailureKind, RedisFailure, classify
 from taskqueue_contract.redaction import redact
 from taskqueue_contract.timestamps import format_kubernetes
-from taskqueue_contract.tls import TLSConfigError, resolve_url, secret_refs
 
 from taskqueue_operator import metrics
-from taskqueue_operator.adapters import redis_stats
 from taskqueue_operator.adapters.executor import EventSink, Executor, effect_error
 from taskqueue_operator.adapters.kube import Kube
-from taskqueue_operator.api.models import RedisSpec, TaskQueue, TaskQueueStatus
+from taskqueue_operator.adapters.redis_observer import RedisConnections, RedisObserver
+from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import (
     ChildrenSnapshot,
     DeploymentObservation,
     DryRun,
     Observation,
-    RedisObservation,
 )
 from taskqueue_operator.rates import OutcomeWindow
 from taskqueue_operator.reconcile.effects import Outcome, Scale
@@ -69,24 +66,6 @@ class LoopSettings:
     """Re-read the Redis URL Secret this often (and at once after a Redis error)."""
     redis_timeout: float = 2.0
     """One observation may take this long before Redis counts as unreachable."""
-
-
-class RedisConnections:
-    """One client per Redis URL, shared by all TaskQueues that use it; and the fleet size."""
-
-    def __init__(self) -> None:
-        self._clients: dict[str, aioredis.Redis] = {}
-        self.loops = 0
-
-    def get(self, url: str) -> aioredis.Redis:
-        if url not in self._clients:
-            self._clients[url] = redis_stats.connect(url)
-        return self._clients[url]
-
-    async def close(self) -> None:
-        for client in self._clients.values():
-            await client.aclose()
-        self._clients.clear()
 
 
 def _parsed_status(status: dict[str, Any] | None) -> TaskQueueStatus | None:
@@ -230,12 +209,13 @@ class TaskQueueLoop:
         status = body.get("status") or None
         self.state = LoopState(status=status, status_model=_parsed_status(status))
         self.invalid_generation: int | None = None
-        self.redis_url: str | None = None
-        """The connection URL: the spec's or its Secret's, with TLS files in the query."""
-        self.redis_url_spec: RedisSpec | None = None
-        self.redis_url_read_at = 0.0
-        self.memory_policy_checked = 0.0
-        self.memory_policy: tuple[str | None, int | None] = (None, None)
+        self.redis = RedisObserver(
+            kube,
+            self.namespace,
+            connections,
+            self.settings.secret_refresh_interval,
+            self.settings.redis_timeout,
+        )
         self.dry_run: DryRun | None = None
         self._task: asyncio.Task[None] | None = None
         self._parsed: tuple[tuple[Any, str], TaskQueue] | None = None
@@ -352,7 +332,7 @@ class TaskQueueLoop:
         )
         planned = plan(taskqueue, observation, self.state, settings)
         self.log.debug("plan: %s (%s)", [e.key for e in planned.effects], planned.decision_reason)
-        self.executor.redis_url = self.redis_url
+        self.executor.redis_url = self.redis.url
         self.executor.key_prefix = taskqueue.spec.redis.key_prefix
         outcomes = await self.executor.run(planned.effects, observation.time)
         self.state, follow_ups = record_outcomes(taskqueue, planned.state, outcomes, self.clock())
@@ -384,7 +364,7 @@ class TaskQueueLoop:
         """Everything the plan needs, in one immutable value."""
         await self.resync_children()
         now = self.clock()
-        redis_observation, failure = await self.observe_redis(taskqueue, now)
+        redis_observation, failure = await self.redis.observe(taskqueue.spec, now)
         await self.dry_run_children(taskqueue)
         children = self.children.snapshot()
         observation = Observation(
@@ -454,63 +434,8 @@ class TaskQueueLoop:
             )
 
     async def redis_client(self, taskqueue: TaskQueue, now: float) -> aioredis.Redis:
-        """The shared client for the connection URL, re-read from its Secrets when stale,
-        after a failure (a rotated password or certificate) or when spec.redis changed."""
-        redis_spec = taskqueue.spec.redis
-        stale = now - self.redis_url_read_at > self.settings.secret_refresh_interval
-        from_secrets = redis_spec.url is None or redis_spec.tls is not None
-        if (
-            self.redis_url is None
-            or self.redis_url_spec != redis_spec
-            or (from_secrets and (stale or not self.state.redis_reachable))
-        ):
-            self.redis_url = await self.connection_url(redis_spec)
-            self.redis_url_spec = redis_spec
-            self.redis_url_read_at = now
-        return self.connections.get(self.redis_url)
-
-    async def connection_url(self, redis_spec: RedisSpec) -> str:
-        """The URL from the spec or its Secret, plus the files of its TLS material."""
-        inline, refs = secret_refs(redis_spec.model_dump(by_alias=True, exclude_none=True))
-        values = {
-            ref: await self.kube.read_secret_key(self.namespace, ref.name, ref.key) for ref in refs
-        }
-        try:
-            return await asyncio.to_thread(resolve_url, inline, values)
-        except TLSConfigError as error:
-            raise TLSConfigError(f"spec.redis.tls: {error}") from None
-
-    async def observe_redis(
-        self, taskqueue: TaskQueue, now: float
-    ) -> tuple[RedisObservation | None, RedisFailure | None]:
-        """The stats, or None and why (a failure kind: the condition's reason)."""
-        try:
-            client = await self.redis_client(taskqueue, now)
-            observation = await asyncio.wait_for(
-                redis_stats.read_stats(
-                    client, taskqueue.spec.redis.key_prefix, taskqueue.spec.queues, now
-                ),
-                timeout=self.settings.redis_timeout,
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # every failure to resolve or read Redis is data
-            failure = classify(error, self.redis_url)
-            if failure.kind in (FailureKind.SECRET_MISSING, FailureKind.SECRET_UNREADABLE):
-                message = f"cannot read the Redis URL or TLS Secrets: {failure.message}"
-                failure = RedisFailure(failure.kind, message)
-            return None, failure
-        return await self.with_memory_policy(client, observation, now), None
-
-    async def with_memory_policy(
-        self, client: aioredis.Redis, observation: RedisObservation, now: float
-    ) -> RedisObservation:
-        """An evicting maxmemory policy silently loses queued jobs: check it once a minute."""
-        if now - self.memory_policy_checked > 60:
-            self.memory_policy_checked = now
-            self.memory_policy = await redis_stats.read_memory_policy(client)
-        policy, limit = self.memory_policy
-        return dataclasses.replace(observation, maxmemory_policy=policy, maxmemory=limit)
+        """The shared client of this TaskQueue's Redis (the dashboard reads through it)."""
+        return await self.redis.client(taskqueue.spec.redis, now)
 
     # -------------------------------------------------------------------- report
 

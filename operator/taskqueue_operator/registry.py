@@ -6,14 +6,10 @@ import asyncio
 from typing import Any
 
 from taskqueue_operator import metrics
+from taskqueue_operator.adapters.executor import EventSink
 from taskqueue_operator.adapters.kube import Kube
-from taskqueue_operator.controller import (
-    ChildCache,
-    EventSink,
-    LoopSettings,
-    RedisConnections,
-    TaskQueueLoop,
-)
+from taskqueue_operator.adapters.redis_observer import RedisConnections
+from taskqueue_operator.controller import ChildCache, LoopSettings, TaskQueueLoop
 
 Key = tuple[str, str]
 

@@ -133,20 +133,18 @@ def test_oldest_pending_job_age(redis_server: RedisServer, redis_client: redis.R
 
 def test_memory_policy_is_read_from_a_real_redis() -> None:
     """The controller's CONFIG GET parsing, against Redis with seed 004's settings."""
-    from taskqueue_operator.controller import TaskQueueLoop
+    from taskqueue_operator.adapters.redis_observer import RedisConnections, RedisObserver
 
     server = RedisServer(extra_args=["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"])
     server.start()
     try:
-        loop = TaskQueueLoop.__new__(TaskQueueLoop)
-        loop.memory_policy_checked = 0.0
-        loop.memory_policy = (None, None)
+        observer = RedisObserver(None, "ns", RedisConnections())  # type: ignore[arg-type]
 
         async def run():
             client = connect(server.url)
             try:
                 base = await read_stats(client, "rq", ["q"])
-                return await loop.with_memory_policy(client, base, time.time())
+                return await observer.with_memory_policy(client, base, time.time())
             finally:
                 await client.aclose()
 
