@@ -70,8 +70,21 @@ class Kubectl:
 def install_crd(cluster: Any) -> None:
     """The TaskQueue CRD, applied and Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/taskqueues.taskqueue.dev"
+    # Right after the apply the CRD may have no conditions yet, and `kubectl wait` then
+    # fails at once ("conditions accessor error: <nil>") instead of waiting: read them.
+    wait_for(
+        lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in json.loads(
+                cluster.kubectl("get", "crd", "taskqueues.taskqueue.dev", "-o", "json").stdout
+            )
+            .get("status", {})
+            .get("conditions")
+            or []
+        ),
+        60,
+        0.2,
+        "the TaskQueue CRD Established",
     )
 
 

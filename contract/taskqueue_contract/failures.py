@@ -112,9 +112,12 @@ class RedisFailure:
     def transient(self) -> bool:
         return self.kind.transient
 
-    def describe(self) -> str:
-        """``message: hint``, for a condition message or a log line."""
-        return f"{self.message}: {self.hint}"
+    def describe(self, limit: int = 280) -> str:
+        """``message: hint``, for a condition message or a log line; a long message (an
+        SSL error can run to lines) is shortened so that the hint always shows."""
+        room = max(40, limit - len(self.hint) - 2)
+        message = self.message if len(self.message) <= room else self.message[: room - 1] + "…"
+        return f"{message}: {self.hint}"
 
 
 def _chain(error: BaseException) -> Iterator[BaseException]:

@@ -26,6 +26,7 @@ from testbed.redis_server import RedisServer
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CHART = Path(__file__).resolve().parents[3] / "charts" / "taskqueue-operator"
 LEASE = "taskqueue-operator"
+LEASE_SECONDS = 15.0  # the chart's default lease duration
 
 
 def _moment(value: Any) -> float | None:
@@ -203,5 +204,8 @@ def test_rolling_restart_takeover(
     assert gaps, "the Lease never changed hands"
     final = sampler.samples[-1].holder
     assert final and final not in old
-    # A released Lease is taken within the standby's retry period (2 s) plus a write.
-    assert max(gap for _, _, gap in gaps) < 5.0, gaps
+    # A released Lease is taken at the standby's next attempt (retry period 2 s) plus a
+    # write: 0.1-0.6 s on a quiet machine, 7.9 s measured once in CI with both cores busy.
+    # Without the release the gap is the whole lease (15 s) or more (15.96 s measured):
+    # the bound tells the two apart with room for a loaded machine.
+    assert max(gap for _, _, gap in gaps) < LEASE_SECONDS - 5, gaps
