@@ -30,9 +30,11 @@ import redis
 from taskqueue_plugin import dlq, jobs, status
 from taskqueue_plugin.context import Context
 from taskqueue_plugin.errors import EXIT_ERROR, EXIT_REDIS, EXIT_USAGE, CliError, UsageError
+from taskqueue_plugin.forward import RedisLink
 from taskqueue_plugin.resolve import (
     DEFAULT_PREFIX,
     Target,
+    kube_client,
     needs_reexec,
     reexec,
     remember_url,
@@ -207,14 +209,28 @@ def _target(options: argparse.Namespace) -> Target:
     return target
 
 
+def _link(options: argparse.Namespace, target: Target) -> RedisLink | None:
+    """A TaskQueue's Redis is reached directly or, failing that, through the API server;
+    --redis-url is always dialled as given."""
+    if target.namespace is None:
+        return None
+    return RedisLink(
+        target.redis_url,
+        target.namespace,
+        lambda: kube_client(options.kubeconfig, options.context),
+        announce=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+
+
 def run(options: argparse.Namespace, argv: Sequence[str]) -> int:
     target = _target(options)
     if needs_reexec(target):
-        return reexec(target, argv)
+        return reexec(target, argv)  # the child chooses (and announces) the Redis path
     ctx = Context(
         target=target,
         requested_queues=split_queue_args(getattr(options, "queue", None)),
         output=getattr(options, "output", "table"),
+        link=_link(options, target),
     )
     try:
         return _dispatch(ctx, options)
