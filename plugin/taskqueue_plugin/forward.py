@@ -18,6 +18,7 @@ forwards from the `Forward` its parent chose.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import json
@@ -54,16 +55,18 @@ class ForwardError(OSError):
 
 
 def _api_message(error: Exception) -> str:
-    """The API server's Status message out of the library's handshake error."""
+    """The API server's Status message out of the library's handshake error
+    (``Handshake status 403 Forbidden -+-+- {headers} -+-+- b'{"kind":"Status",...}'``)."""
     text = str(getattr(error, "reason", "") or error)
-    match = re.search(r"\{.*\}", text.replace("\\n", " "), re.DOTALL)
-    if match:
-        with contextlib.suppress(ValueError):
-            message = json.loads(match.group(0).replace("\\'", "'")).get("message")
-            if message:
-                return str(message)
-    status = re.search(r"Handshake status (\d+ [A-Za-z ]+)", text)
-    return status.group(1).strip() if status else text.strip() or type(error).__name__
+    parts = text.split("-+-+-")
+    if len(parts) >= 3:
+        with contextlib.suppress(ValueError, SyntaxError, AttributeError):
+            body = ast.literal_eval(parts[-1].strip())
+            status = json.loads(body.decode() if isinstance(body, bytes) else str(body))
+            if isinstance(status, dict) and status.get("message"):
+                return str(status["message"])
+    handshake = re.search(r"Handshake status (\d+[A-Za-z ]*)", text)
+    return handshake.group(1).strip() if handshake else text.strip() or type(error).__name__
 
 
 class Forwarder:

@@ -214,6 +214,7 @@ def forward_to_service(cluster: Cluster, name: ClusterName, port: int) -> Forwar
 
     slices = cluster.endpoint_slices(name.namespace, name.service)
     not_ready: list[str] = []
+    others: list[str] = []  # pods that are not the headless name's
     addresses: list[str] = []
     candidates: list[tuple[str, int]] = []
     for endpoint_slice in slices:
@@ -228,6 +229,7 @@ def forward_to_service(cluster: Cluster, name: ClusterName, port: int) -> Forwar
                 continue
             pod = str(ref["name"])
             if name.hostname and name.hostname not in (endpoint.get("hostname"), pod):
+                others.append(pod)
                 continue
             if not _ready_endpoint(endpoint) or target is None:
                 not_ready.append(pod)
@@ -244,6 +246,7 @@ def forward_to_service(cluster: Cluster, name: ClusterName, port: int) -> Forwar
                 (candidate.get("spec") or {}).get("hostname"),
                 pod_name,
             ):
+                others.append(pod_name)
                 continue
             target_port = service_port.get("targetPort", port)
             number = (
@@ -255,9 +258,11 @@ def forward_to_service(cluster: Cluster, name: ClusterName, port: int) -> Forwar
                 return found(pod_name, number)
             not_ready.append(pod_name)
 
-    which = f"pod '{name.hostname}' of " if name.hostname else ""
+    which = f" '{name.hostname}'" if name.hostname else ""
     if not_ready:
         detail = f"not ready: {_listed(sorted(set(not_ready)))}"
+    elif others:
+        detail = f"its pods: {_listed(sorted(set(others)))}"
     elif addresses:
         detail = (
             f"its endpoints are addresses, not pods: {_listed(sorted(set(addresses)))}; "
@@ -269,7 +274,7 @@ def forward_to_service(cluster: Cluster, name: ClusterName, port: int) -> Forwar
     else:
         shown = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
         detail = f"its selector {shown} matches no pod"
-    raise RedisUnavailable(f"no ready {which}pod behind {title} ({detail})")
+    raise RedisUnavailable(f"no ready pod{which} behind {title} ({detail})")
 
 
 def _pod_name(pod: Mapping[str, Any]) -> str:
