@@ -320,13 +320,16 @@ class RedisLink:
 
 def async_client(url: str, dial: Dial, max_connections: int = 2) -> redis.asyncio.Redis:
     """The operator reader's client settings, over the forward (slower than a LAN)."""
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
+    # redis.asyncio's from_url lets the URL's scheme pick the class (the sync one honours
+    # connection_class): the URL's options, then our class.
+    from redis.asyncio.connection import parse_url
+
+    pool = redis.asyncio.BlockingConnectionPool(
         max_connections=max_connections,
         timeout=10.0,
         socket_connect_timeout=10.0,
         socket_timeout=10.0,
-        connection_class=connection_class(url, asynchronous=True),
+        **{**parse_url(url), "connection_class": connection_class(url, asynchronous=True)},
         dial=dial,
     )
     return redis.asyncio.Redis(connection_pool=pool)
