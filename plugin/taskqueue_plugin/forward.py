@@ -69,6 +69,28 @@ def _api_message(error: Exception) -> str:
     return handshake.group(1).strip() if handshake else text.strip() or type(error).__name__
 
 
+def _quiet_proxy_resets() -> None:
+    """The library's proxy thread dies of ECONNRESET when our end closes with unread
+    data (a refused TLS handshake): that is the end of a stream, not a traceback for
+    the user. Other threads' exceptions go to the hook as before."""
+    previous = threading.excepthook
+    if getattr(previous, "_taskqueue_quiet", False):
+        return
+
+    def hook(arguments: threading.ExceptHookArgs) -> None:
+        thread = arguments.thread
+        if (
+            thread is not None
+            and thread.name.startswith(PROXY_THREAD)
+            and issubclass(arguments.exc_type, OSError)
+        ):
+            return
+        previous(arguments)
+
+    hook._taskqueue_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class Forwarder:
     """Opens port-forward streams to one pod port; remembers them to close them all."""
 
@@ -87,6 +109,7 @@ class Forwarder:
 
         core = kubernetes.client.CoreV1Api(self.api_client)
         target = self.forward
+        _quiet_proxy_resets()
         with self._lock:
             before = set(threading.enumerate())
             try:
@@ -131,6 +154,11 @@ class Forwarder:
         deadline = time.monotonic() + JOIN_TIMEOUT
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        for stream in streams:  # a proxy thread that died of a reset leaves it open
+            websocket = getattr(stream, "websocket", None)
+            if websocket is not None and getattr(websocket, "connected", False):
+                with contextlib.suppress(Exception):
+                    websocket.close(timeout=1)
 
     @property
     def open_threads(self) -> list[threading.Thread]:
@@ -324,12 +352,14 @@ def async_client(url: str, dial: Dial, max_connections: int = 2) -> redis.asynci
     # connection_class): the URL's options, then our class.
     from redis.asyncio.connection import parse_url
 
+    options: dict[str, Any] = {
+        **parse_url(url),
+        "connection_class": connection_class(url, asynchronous=True),
+        "socket_connect_timeout": 10.0,
+        "socket_timeout": 10.0,
+        "dial": dial,
+    }
     pool = redis.asyncio.BlockingConnectionPool(
-        max_connections=max_connections,
-        timeout=10.0,
-        socket_connect_timeout=10.0,
-        socket_timeout=10.0,
-        **{**parse_url(url), "connection_class": connection_class(url, asynchronous=True)},
-        dial=dial,
+        max_connections=max_connections, timeout=10.0, **options
     )
     return redis.asyncio.Redis(connection_pool=pool)

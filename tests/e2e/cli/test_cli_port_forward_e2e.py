@@ -10,6 +10,7 @@ to its port 7000 through the API server, saying so in one line on stderr.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -19,13 +20,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from e2e_helpers import WORKER_IMAGE, Kubectl, make_secret, taskqueue_manifest, wait_for
 from taskqueue_plugin.errors import EXIT_NOT_FOUND, EXIT_REDIS
 from taskqueue_plugin.forward import PROXY_THREAD
 from taskqueue_plugin.main import main
-from testbed.redis_server import RedisServer
+from testbed.certs import LOOPBACK_SAN, issue
+from testbed.redis_server import RedisServer, RedisTLS
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "forward-e2e-Secret-37"
@@ -242,3 +245,107 @@ def test_status_and_dlq_through_the_api_server(
     assert code == EXIT_REDIS
     assert f"no ready pod behind Service 'ghost' in namespace '{kube.namespace}'" in err
     assert PASSWORD not in err
+
+
+TLS_SPEC = {
+    "caFrom": {"secretKeyRef": {"name": "redis-ca", "key": "ca.crt"}},
+    "clientCertificateSecretRef": {"name": "redis-client"},
+}
+
+
+@pytest.fixture
+def in_cluster_tls_redis(kube: Kubectl, tmp_path: Path) -> Iterator[RedisServer]:
+    """TLS only, client certificates required; the serving certificate names
+    `relay.<ns>.svc` (and 127.0.0.1), not the pods' address of this machine."""
+    tls = RedisTLS(tmp_path / "tls")
+    issue(tls.directory, "redis", "/CN=redis", f"{LOOPBACK_SAN},DNS:relay.{kube.namespace}.svc")
+    server = RedisServer(tls=tls).start()
+    try:
+        for item in relay(server):
+            kube.apply(item)
+        alias = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "alias"},
+            "spec": {"selector": {"app": "relay"}, "ports": [{"port": 6379, "targetPort": 7000}]},
+        }
+        kube.apply(alias)
+        secret(kube, "redis-ca", {"ca.crt": tls.pem("ca.crt")})
+        client = {"tls.crt": tls.pem("client.crt"), "tls.key": tls.pem("client.key")}
+        secret(kube, "redis-client", client, "kubernetes.io/tls")
+        make_secret(kube, "redis-url", f"rediss://relay.{kube.namespace}.svc:6379/0")
+        make_secret(kube, "alias-url", f"rediss://alias.{kube.namespace}.svc:6379/0")
+        yield server
+    finally:
+        server.cleanup()
+
+
+def secret(kube: Kubectl, name: str, data: dict[str, str], kind: str = "Opaque") -> None:
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+    body = {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": {"name": name}}
+    kube.apply(body | {"data": encoded})
+
+
+def test_tls_and_another_key_prefix_through_the_api_server(
+    cluster: Any,
+    kube: Kubectl,
+    crd_installed: None,
+    in_cluster_tls_redis: RedisServer,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """rediss:// through the forward with the Secrets' CA and client certificate: the
+    server name checked is the URL's host (a second Service to the same pod is refused);
+    keyPrefix tqfwd runs the command in a child process, which opens its own forward."""
+    tls = in_cluster_tls_redis.tls
+    assert tls is not None
+    secure = taskqueue_manifest("secure", queues=["fq"], replicas=0)
+    secure["spec"]["redis"] |= {"tls": TLS_SPEC, "keyPrefix": "tqfwd"}
+    kube.apply(secure)
+    alias = taskqueue_manifest("alias", queues=["fq"], replicas=0)
+    alias["spec"]["redis"] = {
+        "urlFrom": {"secretKeyRef": {"name": "alias-url", "key": "url"}},
+        "tls": TLS_SPEC,
+        "keyPrefix": "tqfwd",
+    }
+    kube.apply(alias)
+    failing = (
+        "import sys, redis\n"
+        "from rq import Queue, SimpleWorker\n"
+        "c = redis.Redis.from_url(sys.argv[1]); q = Queue('fq', connection=c)\n"
+        "for i in range(2): q.enqueue('taskqueue_worker.examples.fail', f'over tls {i}')\n"
+        "SimpleWorker([q], connection=c).work(burst=True)\n"
+    )
+    url = in_cluster_tls_redis.url + "?" + urlencode(tls.client_kwargs())
+    subprocess.run(
+        [sys.executable, "-c", failing, url],
+        env={**os.environ, "RQ_KEY_PREFIX": "tqfwd"},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    wait_for(lambda: ready(kube, "relay-0"), 90, 0.3, "relay-0 Ready")
+    TRANSCRIPT.clear()
+
+    code, out, err = run_plugin(
+        capfd, cluster.kubeconfig, kube.namespace, "dlq", "list", "secure", "-o", "json"
+    )
+    assert code == 0, err
+    assert err.strip() == (
+        "redis: via port-forward to pod relay-0 (service relay:6379) through the API server"
+    )
+    assert json.loads(out)["total"] == 2
+
+    code, out, err = run_plugin(capfd, cluster.kubeconfig, kube.namespace, "status", "secure")
+    assert code == 0, err
+    assert (
+        "via port-forward to pod relay-0" in err and "Queues:       fq   (key prefix tqfwd)" in out
+    )
+
+    code, out, err = run_plugin(capfd, cluster.kubeconfig, kube.namespace, "dlq", "list", "alias")
+    with capfd.disabled():
+        print("\n" + "\n".join(TRANSCRIPT))
+    assert code == EXIT_REDIS
+    assert "via port-forward to pod relay-0 (service alias:6379)" in err
+    assert "certificate verify failed" in err and "alias" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
+    assert proxy_threads() == []
