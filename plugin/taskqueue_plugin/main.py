@@ -10,8 +10,11 @@ Commands:
   jobs export <tq> --to F       job history as Parquet (pandas/pyarrow)
 
 SELECTION is --all, job ids, or --older-than DURATION and/or --exception TEXT.
-The Redis URL is read from the TaskQueue (spec.redis.url or its Secret); --redis-url
-skips the cluster (then --queue names the queues, default: every queue in Redis).
+The Redis URL is read from the TaskQueue (spec.redis.url or its Secret). When this
+machine cannot reach that host, the plugin port-forwards through the API server to a
+ready pod behind the URL's Service (one line on stderr says which way it went).
+--redis-url skips the cluster (then --queue names the queues, default: every queue in
+Redis).
 
 Exit codes: 0 ok; 1 error; 2 bad arguments; 3 TaskQueue, Secret or job not found;
 4 Redis unreachable.

@@ -8,6 +8,7 @@ address the socket really goes to: the server name is checked through the tunnel
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -195,3 +196,42 @@ def test_a_refused_forward_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         'port-forward to pod redis-0 failed: pods "redis-0" is forbidden (needs the '
         "'create' verb on pods/portforward)" in str(raised.value)
     )
+
+
+def test_ctrl_c_closes_the_forward(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A command interrupted while its forward is open exits 130 with nothing left open."""
+    from taskqueue_plugin import main as cli
+    from taskqueue_plugin.resolve import Target
+
+    monkeypatch.setattr(
+        kubernetes.stream, "portforward", lambda *a, **k: FakeStream(redis_server.port)
+    )
+    url = f"redis://{HOST}:6379/0"
+    target = Target("tq", "quant", url, "rq", ("default",), taskqueue={"metadata": {}})
+    monkeypatch.setattr(cli, "_target", lambda options: target)
+    links: list[RedisLink] = []
+
+    def link(options: Any, target: Target) -> RedisLink:
+        made = RedisLink(
+            url,
+            "quant",
+            lambda: kubernetes.client.ApiClient(),
+            lambda line: print(line, file=sys.stderr),
+            probe=lambda host, port: "the name does not resolve here",
+        )
+        made._path = Forward("redis-0", "quant", 7000, "redis", 6379)
+        links.append(made)
+        return made
+
+    def interrupted(ctx: Any, options: Any) -> int:
+        assert ctx.client.ping()
+        assert links[0].forwarder is not None and links[0].forwarder.open_threads
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_link", link)
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    assert cli.main(["status", "tq"]) == 130
+    assert links[0].forwarder is not None and links[0].forwarder.open_threads == []
+    assert not [t for t in threading.enumerate() if t.name == PROXY_THREAD and t.is_alive()]
