@@ -40,7 +40,6 @@ from taskqueue_plugin.route import (
     Forward,
     Path,
     choose_path,
-    probe_direct,
 )
 
 PROXY_THREAD = "Kubernetes port forward proxy"
@@ -275,6 +274,31 @@ class KubeCluster:
         )
         return [self._plain(item) for item in listed.items]
 
+    def services(self, namespace: str) -> list[dict[str, Any]]:
+        """Empty when not allowed: an IP is then simply not known to be the cluster's."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            listed = self.core.list_namespaced_service(namespace, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as error:
+            if error.status in (401, 403):
+                return []
+            raise
+        return [self._plain(item) for item in listed.items]
+
+    def pods_with_ip(self, namespace: str, ip: str) -> list[dict[str, Any]]:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            listed = self.core.list_namespaced_pod(
+                namespace, field_selector=f"status.podIP={ip}", _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as error:
+            if error.status in (401, 403):
+                return []
+            raise
+        return [self._plain(item) for item in listed.items]
+
 
 # -------------------------------------------------------------------------- the link
 
@@ -289,7 +313,7 @@ class RedisLink:
         namespace: str,
         api_client: Callable[[], Any],
         announce: Callable[[str], None],
-        probe: Callable[[str, int], str | None] = probe_direct,
+        probe: Callable[[str, int], str | None] | None = None,
     ) -> None:
         self.url = url
         self.namespace = namespace

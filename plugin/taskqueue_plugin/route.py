@@ -4,7 +4,8 @@ A Secret usually names Redis as the pods see it (`redis://redis.default.svc:6379
 which the user's machine cannot resolve. When the direct dial fails quickly (the name
 does not resolve, the connection is refused or not answered), the host is read as a
 cluster name: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc[.<cluster domain>]` or a headless
-Service's `<pod>.<svc>.<ns>.svc[...]`. Its Service's EndpointSlices (or, without them,
+Service's `<pod>.<svc>.<ns>.svc[...]`; an IP is looked up as a ClusterIP or a pod IP of
+the TaskQueue's namespace. Its Service's EndpointSlices (or, without them,
 its selector) give a ready pod and the port behind the Service port, and the plugin
 opens a port-forward to that pod as `kubectl port-forward` does (see `forward.py`).
 
@@ -120,8 +121,12 @@ def cluster_name(host: str, namespace: str) -> ClusterName | None:
 # ---------------------------------------------------------------------- direct probe
 
 
-def probe_direct(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None if a TCP connection to host:port opens within `timeout`, else why not."""
+def probe_direct(
+    host: str, port: int, timeout: float = PROBE_TIMEOUT, resp: bool = False
+) -> str | None:
+    """None if a TCP connection to host:port opens within `timeout` (and, with `resp`,
+    what answers an inline PING speaks RESP: `+PONG`, or `-NOAUTH` without the password),
+    else why not. A proxy or firewall that accepts any connection is not Redis."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -132,7 +137,13 @@ def probe_direct(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> str | 
         sock.settimeout(timeout)
         try:
             sock.connect(address)
-            return None
+            if not resp:
+                return None
+            sock.sendall(b"PING\r\n")
+            first = sock.recv(1)
+            if first in (b"+", b"-"):
+                return None
+            reason = f"what answers at {host}:{port} is not Redis" if first else "closed"
         except TimeoutError:
             reason = f"no answer within {timeout:g}s"
         except ConnectionRefusedError:
@@ -155,6 +166,10 @@ class Cluster(Protocol):
     def endpoint_slices(self, namespace: str, service: str) -> list[dict[str, Any]]: ...
 
     def pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]: ...
+
+    def services(self, namespace: str) -> list[dict[str, Any]]: ...
+
+    def pods_with_ip(self, namespace: str, ip: str) -> list[dict[str, Any]]: ...
 
 
 def _ready_endpoint(endpoint: Mapping[str, Any]) -> bool:
@@ -281,6 +296,27 @@ def _pod_name(pod: Mapping[str, Any]) -> str:
     return str((pod.get("metadata") or {}).get("name") or "")
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def by_address(cluster: Cluster, namespace: str, ip: str) -> tuple[ClusterName | None, str | None]:
+    """An IP of the TaskQueue's namespace: a Service's ClusterIP (its name), or a ready
+    pod's IP (its name)."""
+    for service in cluster.services(namespace):
+        spec = service.get("spec") or {}
+        if ip in (spec.get("clusterIPs") or [spec.get("clusterIP")]):
+            return ClusterName(_pod_name(service), namespace, explicit=True), None
+    for pod in cluster.pods_with_ip(namespace, ip):
+        if _pod_ready(pod):
+            return None, _pod_name(pod)
+    return None, None
+
+
 # ------------------------------------------------------------------------ the choice
 
 
@@ -288,7 +324,7 @@ def choose_path(
     url: str,
     namespace: str,
     cluster: Callable[[], Cluster] | None,
-    probe: Callable[[str, int], str | None] = probe_direct,
+    probe: Callable[[str, int], str | None] | None = None,
 ) -> Path:
     """Direct when the URL's host answers from here; else a port-forward to the pod
     behind its Service; else an error that says what to do. `cluster` is called only
@@ -297,11 +333,23 @@ def choose_path(
     if address is None:
         return Direct(redact_url(url), 0)  # a unix socket: only ever local
     host, port = address
-    reason = probe(host, port)
+    if probe is None:  # plain redis:// answers a PING before any AUTH; TLS: a TCP connect
+        reason = probe_direct(host, port, resp=url.startswith("redis://"))
+    else:
+        reason = probe(host, port)
     if reason is None:
         return Direct(host, port)
     shown = redact_url(url)
     name = cluster_name(host, namespace)
+    if cluster is not None and name is None and _is_ip(host):
+        reader = cluster()
+        name, pod = by_address(reader, namespace, host)
+        if pod is not None:
+            return Forward(pod, namespace, port)
+        if name is not None:
+            forward = forward_to_service(reader, name, port)
+            if forward is not None:
+                return forward
     if cluster is None or name is None:
         raise RedisUnavailable(
             f"cannot reach Redis at {shown} from this machine ({reason}), and {host} is not "

@@ -214,6 +214,16 @@ def test_status_and_dlq_through_the_api_server(
         assert PASSWORD not in done.stdout + done.stderr
     assert "RuntimeError: in cluster 2" in done.stdout
 
+    # The Service's ClusterIP in the URL instead of its name: the same pod.
+    cluster_ip = (kube.get("service", "relay") or {})["spec"]["clusterIP"]
+    make_secret(kube, "ip-url", f"redis://:{PASSWORD}@{cluster_ip}:6379/0")
+    by_ip = taskqueue_manifest("byip", queues=[queue_name], replicas=0)
+    by_ip["spec"]["redis"] = {"urlFrom": {"secretKeyRef": {"name": "ip-url", "key": "url"}}}
+    kube.apply(by_ip)
+    code, out, err = run_plugin(capfd, cluster.kubeconfig, kube.namespace, "dlq", "list", "byip")
+    assert code == 0, err
+    assert err.strip() == line and "RuntimeError: in cluster 1" in out
+
     # What to fix, said: a near-miss name, an unknown namespace, a Service without pods.
     code, _, err = run_plugin(capfd, cluster.kubeconfig, kube.namespace, "status", "backtest")
     assert code == EXIT_NOT_FOUND

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,18 +34,24 @@ class FakeCluster:
         slices: Mapping[tuple[str, str], list[dict[str, Any]]] | None = None,
         pods: list[dict[str, Any]] | None = None,
     ) -> None:
-        self.services = dict(services or {})
+        self.services_by_name = dict(services or {})
         self.slices = dict(slices or {})
         self.pod_list = pods or []
         self.calls: list[str] = []
 
     def service(self, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(f"service {namespace}/{name}")
-        return self.services.get((namespace, name))
+        return self.services_by_name.get((namespace, name))
 
     def endpoint_slices(self, namespace: str, service: str) -> list[dict[str, Any]]:
         self.calls.append(f"slices {namespace}/{service}")
         return self.slices.get((namespace, service), [])
+
+    def services(self, namespace: str) -> list[dict[str, Any]]:
+        return [body for (ns, _), body in self.services_by_name.items() if ns == namespace]
+
+    def pods_with_ip(self, namespace: str, ip: str) -> list[dict[str, Any]]:
+        return [p for p in self.pod_list if p["status"].get("podIP") == ip]
 
     def pods(self, namespace: str, selector: Mapping[str, str]) -> list[dict[str, Any]]:
         self.calls.append(f"pods {namespace} {dict(selector)}")
@@ -304,6 +311,21 @@ def test_a_short_name_that_is_no_service() -> None:
         choose(FakeCluster(), "redis://cache:6379/0")
 
 
+def test_an_ip_of_the_namespace() -> None:
+    clustered = service(selector={"app": "redis"}, clusterIP="10.96.4.4")
+    cluster = FakeCluster(
+        services={("quant", "redis"): clustered},
+        slices={("quant", "redis"): [endpoint_slice(endpoint("redis-0"))]},
+        pods=[pod("redis-0") | {"status": pod("redis-0")["status"] | {"podIP": "10.244.0.9"}}],
+    )
+    assert choose(cluster, "redis://10.96.4.4:6379/0") == Forward(
+        "redis-0", "quant", 6379, "redis", 6379
+    )
+    assert choose(cluster, "redis://10.244.0.9:6379/0") == Forward("redis-0", "quant", 6379)
+    with pytest.raises(RedisUnavailable, match=r"10\.1\.2\.3 is not a Service of the cluster"):
+        choose(cluster, "redis://10.1.2.3:6379/0")
+
+
 # ------------------------------------------------------------------------ direct probe
 
 
@@ -312,6 +334,24 @@ def test_probe_direct() -> None:
         port = listening.getsockname()[1]
         assert probe_direct("127.0.0.1", port) is None
     assert probe_direct("127.0.0.1", port) == "connection refused"
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+
+        def answer(reply: bytes) -> None:
+            conn, _ = listening.accept()
+            conn.recv(16)
+            conn.sendall(reply)
+            conn.close()
+
+        for reply, expected in [
+            (b"-NOAUTH Authentication required.\r\n", None),
+            (b"+PONG\r\n", None),
+            (b"HTTP/1.1 400 Bad Request\r\n", f"what answers at 127.0.0.1:{port} is not Redis"),
+        ]:
+            thread = threading.Thread(target=answer, args=(reply,))
+            thread.start()
+            assert probe_direct("127.0.0.1", port, resp=True) == expected
+            thread.join()
     assert probe_direct("no-such-host.invalid", 6379) == "the name does not resolve here"
 
 
