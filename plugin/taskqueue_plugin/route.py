@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -121,12 +122,26 @@ def cluster_name(host: str, namespace: str) -> ClusterName | None:
 # ---------------------------------------------------------------------- direct probe
 
 
+def _speaks_tls(sock: socket.socket, host: str) -> bool:
+    """A TLS server answers our ClientHello: a finished handshake, or a TLS alert (no
+    client certificate yet); an HTTP proxy's reply is no TLS record at all."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with context.wrap_socket(sock, server_hostname=None if _is_ip(host) else host):
+            return True
+    except ssl.SSLError as error:
+        return "ALERT" in str(error.reason or "").upper()
+
+
 def probe_direct(
-    host: str, port: int, timeout: float = PROBE_TIMEOUT, resp: bool = False
+    host: str, port: int, timeout: float = PROBE_TIMEOUT, resp: bool = False, tls: bool = False
 ) -> str | None:
-    """None if a TCP connection to host:port opens within `timeout` (and, with `resp`,
-    what answers an inline PING speaks RESP: `+PONG`, or `-NOAUTH` without the password),
-    else why not. A proxy or firewall that accepts any connection is not Redis."""
+    """None if a TCP connection to host:port opens within `timeout` and, with `resp`,
+    what answers an inline PING speaks RESP (`+PONG`, or `-NOAUTH` without the password),
+    with `tls`, TLS; else why not. A proxy or firewall that accepts any connection is
+    not Redis."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError):
@@ -137,6 +152,11 @@ def probe_direct(
         sock.settimeout(timeout)
         try:
             sock.connect(address)
+            if tls:
+                if _speaks_tls(sock, host):
+                    return None
+                reason = f"what answers at {host}:{port} does not speak TLS"
+                continue
             if not resp:
                 return None
             sock.sendall(b"PING\r\n")
@@ -333,8 +353,9 @@ def choose_path(
     if address is None:
         return Direct(redact_url(url), 0)  # a unix socket: only ever local
     host, port = address
-    if probe is None:  # plain redis:// answers a PING before any AUTH; TLS: a TCP connect
-        reason = probe_direct(host, port, resp=url.startswith("redis://"))
+    if probe is None:  # redis:// answers a PING before any AUTH, rediss:// a ClientHello
+        tls = url.startswith("rediss://")
+        reason = probe_direct(host, port, resp=not tls, tls=tls)
     else:
         reason = probe(host, port)
     if reason is None:

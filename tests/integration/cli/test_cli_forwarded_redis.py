@@ -21,7 +21,7 @@ import redis
 from taskqueue_plugin.errors import RedisUnavailable
 from taskqueue_plugin.forward import PROXY_THREAD, Forwarder, RedisLink
 from taskqueue_plugin.resolve import connect
-from taskqueue_plugin.route import Forward
+from taskqueue_plugin.route import Forward, probe_direct
 from taskqueue_plugin.status import observe
 from testbed.certs import LOOPBACK_SAN, issue
 from testbed.redis_server import RedisServer, RedisTLS
@@ -78,6 +78,27 @@ def test_tls_checks_the_url_host_through_the_forward(tls_server: RedisServer) ->
         connect(other, dial)
     with pytest.raises(redis.ConnectionError, match="certificate verify failed"):
         observe(other, "rq", ["q"], 0.0, dial)
+
+
+def test_the_direct_probe_knows_tls(tls_server: RedisServer) -> None:
+    """A TLS Redis that wants a client certificate still counts as answering; a server
+    that answers a ClientHello with plain text does not."""
+    assert probe_direct("127.0.0.1", tls_server.port, tls=True) is None
+    assert probe_direct("127.0.0.1", tls_server.port, resp=True) is not None
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+
+        def answer() -> None:
+            conn, _ = listening.accept()
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        reason = probe_direct("127.0.0.1", port, tls=True)
+        thread.join()
+    assert reason == f"what answers at 127.0.0.1:{port} does not speak TLS"
 
 
 class FakeStream:
