@@ -9,8 +9,8 @@ dials the forward instead of the host. `self.host` stays the URL's host, so
 
 Why a connection class, not a local listener on 127.0.0.1: no port that any local
 process could use, no relay threads of our own, and no rewriting of the URL (the
-server name comes for free). A re-executed child (another key prefix) opens its own
-forwards from the `Forward` its parent chose.
+server name comes for free). A re-executed child (another key prefix) chooses and
+opens its own (it has the same kubeconfig flags).
 
 `Forwarder.close()` closes every stream's socket and joins the library's proxy threads
 (they end when their socket closes): on exit, on errors and on Ctrl-C.

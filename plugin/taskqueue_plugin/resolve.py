@@ -420,6 +420,8 @@ def connect(
     except (redis.RedisError, OSError) as error:
         client.close()
         detail = problem() if problem else None
+        if detail and detail in str(error):
+            detail = None  # a refused forward: already the error itself
         raise RedisUnavailable(
             f"cannot reach Redis at {redact_url(url)}{via}: {redact(str(error), url)}"
             + (f" ({redact(detail, url)})" if detail else "")
