@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pandas as pd
 import pytest
 from e2e_helpers import WORKER_IMAGE, Kubectl, make_secret, taskqueue_manifest, wait_for
+from taskqueue_contract.keys import Keys
 from taskqueue_plugin.errors import EXIT_NOT_FOUND, EXIT_REDIS
 from taskqueue_plugin.forward import PROXY_THREAD
 from taskqueue_plugin.main import main
@@ -148,6 +150,7 @@ def test_status_and_dlq_through_the_api_server(
     crd_installed: None,
     in_cluster_redis: RedisServer,
     capfd: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     queue_name = f"fwd-{kube.namespace[-8:]}"
     kube.apply(taskqueue_manifest("backtests", queues=[queue_name], replicas=0))
@@ -223,6 +226,19 @@ def test_status_and_dlq_through_the_api_server(
     code, out, err = run_plugin(capfd, cluster.kubeconfig, kube.namespace, "dlq", "list", "byip")
     assert code == 0, err
     assert err.strip() == line and "RuntimeError: in cluster 1" in out
+
+    # Writes and the export go the same way.
+    export = tmp_path / "jobs.parquet"
+    code, out, err = run_plugin(
+        capfd, cluster.kubeconfig, kube.namespace, "jobs", "export", "byip", "--to", str(export)
+    )
+    assert code == 0 and err.strip() == line, err
+    assert len(pd.read_parquet(export)) == 3
+    code, out, err = run_plugin(
+        capfd, cluster.kubeconfig, kube.namespace, "dlq", "purge", "backtests", "--all", "--yes"
+    )
+    assert code == 0 and out.startswith("purged 3 failed job(s)"), err
+    assert in_cluster_redis.client().zcard(Keys("rq").failed(queue_name)) == 0
 
     # What to fix, said: a near-miss name, an unknown namespace, a Service without pods.
     code, _, err = run_plugin(capfd, cluster.kubeconfig, kube.namespace, "status", "backtest")
