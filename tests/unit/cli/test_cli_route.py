@@ -415,3 +415,24 @@ def test_api_message_from_a_refused_handshake() -> None:
     assert _api_message(RuntimeError("Handshake status 500 Internal Server Error")) == (
         "500 Internal Server Error"
     )
+
+
+def test_the_link_announces_its_path_once() -> None:
+    from taskqueue_plugin.forward import RedisLink
+    from taskqueue_plugin.main import _link, build_parser
+    from taskqueue_plugin.resolve import Target
+
+    lines: list[str] = []
+
+    def no_api() -> None:
+        raise AssertionError("a direct path needs no API client")
+
+    link = RedisLink(URL, "quant", no_api, lines.append, probe=lambda host, port: None)
+    assert link.dial is None and link.dial is None and link.via == ""
+    assert lines == ["redis: direct to redis.quant.svc:6379"]
+    link.close()
+
+    options = build_parser().parse_args(["status", "tq", "--redis-url", "redis://r:6379/0"])
+    assert _link(options, Target("tq", None, "redis://r:6379/0", "rq", ())) is None
+    options = build_parser().parse_args(["status", "tq", "-n", "quant"])
+    assert isinstance(_link(options, Target("tq", "quant", URL, "rq", ())), RedisLink)
