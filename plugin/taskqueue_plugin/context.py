@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -11,6 +12,7 @@ from typing import TextIO
 
 import redis
 
+from taskqueue_plugin.forward import RedisLink
 from taskqueue_plugin.resolve import Target, connect, discover_queues, narrow_queues
 
 
@@ -22,11 +24,20 @@ class Context:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     stdin: TextIO = field(default_factory=lambda: sys.stdin)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    link: RedisLink | None = None
+    """How to reach the TaskQueue's Redis (direct or port-forward); None: --redis-url."""
 
     @cached_property
     def client(self) -> redis.Redis:
         """Connected on first use, so `status` can show the TaskQueue while Redis is down."""
-        return connect(self.target.redis_url)
+        if self.link is None:
+            return connect(self.target.redis_url)
+        return connect(self.target.redis_url, self.link.dial, self.link.via, self.link.problem)
+
+    @property
+    def dial(self) -> Callable[[], socket.socket] | None:
+        """The port-forward's dial for another client (None: dial the URL's host)."""
+        return self.link.dial if self.link is not None else None
 
     @cached_property
     def queues(self) -> tuple[str, ...]:
@@ -50,5 +61,10 @@ class Context:
         print(text, file=self.out)
 
     def close(self) -> None:
-        if "client" in self.__dict__:
-            self.client.close()
+        """The client's connections, then every port-forward stream and its thread."""
+        try:
+            if "client" in self.__dict__:
+                self.client.close()
+        finally:
+            if self.link is not None:
+                self.link.close()

@@ -10,8 +10,11 @@ Commands:
   jobs export <tq> --to F       job history as Parquet (pandas/pyarrow)
 
 SELECTION is --all, job ids, or --older-than DURATION and/or --exception TEXT.
-The Redis URL is read from the TaskQueue (spec.redis.url or its Secret); --redis-url
-skips the cluster (then --queue names the queues, default: every queue in Redis).
+The Redis URL is read from the TaskQueue (spec.redis.url or its Secret). When this
+machine cannot reach that host, the plugin port-forwards through the API server to a
+ready pod behind the URL's Service (one line on stderr says which way it went).
+--redis-url skips the cluster (then --queue names the queues, default: every queue in
+Redis).
 
 Exit codes: 0 ok; 1 error; 2 bad arguments; 3 TaskQueue, Secret or job not found;
 4 Redis unreachable.
@@ -30,9 +33,11 @@ import redis
 from taskqueue_plugin import dlq, jobs, status
 from taskqueue_plugin.context import Context
 from taskqueue_plugin.errors import EXIT_ERROR, EXIT_REDIS, EXIT_USAGE, CliError, UsageError
+from taskqueue_plugin.forward import RedisLink
 from taskqueue_plugin.resolve import (
     DEFAULT_PREFIX,
     Target,
+    kube_client,
     needs_reexec,
     reexec,
     remember_url,
@@ -207,14 +212,28 @@ def _target(options: argparse.Namespace) -> Target:
     return target
 
 
+def _link(options: argparse.Namespace, target: Target) -> RedisLink | None:
+    """A TaskQueue's Redis is reached directly or, failing that, through the API server;
+    --redis-url is always dialled as given."""
+    if target.namespace is None:
+        return None
+    return RedisLink(
+        target.redis_url,
+        target.namespace,
+        lambda: kube_client(options.kubeconfig, options.context),
+        announce=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+
+
 def run(options: argparse.Namespace, argv: Sequence[str]) -> int:
     target = _target(options)
     if needs_reexec(target):
-        return reexec(target, argv)
+        return reexec(target, argv)  # the child chooses (and announces) the Redis path
     ctx = Context(
         target=target,
         requested_queues=split_queue_args(getattr(options, "queue", None)),
         output=getattr(options, "output", "table"),
+        link=_link(options, target),
     )
     try:
         return _dispatch(ctx, options)

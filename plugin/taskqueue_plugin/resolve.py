@@ -14,11 +14,14 @@ in the child's environment, so the cluster is read once and no URL appears in ar
 from __future__ import annotations
 
 import contextlib
+import difflib
+import functools
 import json
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +143,11 @@ class Target:
         return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
 
+@functools.lru_cache(maxsize=4)
 def _kube(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
-    """An ApiClient and the namespace kubectl would use (context's, else "default")."""
+    """An ApiClient and the namespace kubectl would use (context's, else "default").
+    Cached: the TaskQueue's read and a port-forward share one client (and one run of a
+    kubeconfig's credential plugin)."""
     import kubernetes  # slow import: only commands that need the cluster pay for it
 
     configuration = kubernetes.client.Configuration()
@@ -167,6 +173,11 @@ def _kube(kubeconfig: str | None, context: str | None) -> tuple[Any, str]:
     return kubernetes.client.ApiClient(configuration), namespace
 
 
+def kube_client(kubeconfig: str | None, context: str | None) -> Any:
+    """The (cached) ApiClient of this kubeconfig and context."""
+    return _kube(kubeconfig, context)[0]
+
+
 def _in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and IN_CLUSTER_NAMESPACE.exists()
 
@@ -185,6 +196,97 @@ def _api_error(error: Exception, what: str) -> CliError:
             return CliError(f"not allowed to read {what}: {message}")
         return CliError(f"reading {what} failed: API error {error.status}: {message}")
     return CliError(f"cannot reach the Kubernetes API to read {what}: {type(error).__name__}")
+
+
+def did_you_mean(word: str, names: Sequence[str] | None) -> str:
+    """ "; did you mean 'x'?" for the names close to `word` (difflib), else ""."""
+    close = difflib.get_close_matches(word, sorted(set(names or ())), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+
+
+def missing_taskqueue_message(
+    name: str,
+    namespace: str,
+    namespace_exists: bool | None,
+    namespaces: Sequence[str] | None,
+    here: Sequence[str] | None,
+    elsewhere: Sequence[str] | None,
+) -> str:
+    """What to say when TaskQueue `name` is not in `namespace`. Pure. None means "could
+    not be read" (RBAC): then the message says less, never something wrong."""
+    if namespace_exists is False:
+        return f"no such namespace '{namespace}'" + did_you_mean(namespace, namespaces)
+    message = f"no TaskQueue '{name}' in namespace '{namespace}'"
+    hint = did_you_mean(name, here)
+    if hint:
+        return message + hint
+    if elsewhere:
+        others = sorted(set(elsewhere))
+        shown = " and ".join(f"'{n}'" for n in others[:3])
+        return message + f"; there is one in namespace {shown} (-n {others[0]})"
+    if here is not None and not here:
+        return message + " (it has no TaskQueues)"
+    if here:
+        return message + f" (its TaskQueues: {', '.join(sorted(here)[:10])})"
+    return message
+
+
+def _missing_taskqueue(api_client: Any, name: str, namespace: str) -> str:
+    """Read what `missing_taskqueue_message` needs; whatever RBAC hides stays None."""
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(api_client)
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    def attempt(call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except Exception:  # forbidden, unreachable: say less
+            return None
+
+    def exists() -> bool | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            core.read_namespace(namespace, _request_timeout=15)
+            return True
+        except ApiException as error:
+            return False if error.status == 404 else None
+        except Exception:
+            return None
+
+    namespace_exists = exists()
+    if namespace_exists is False:
+        listed = attempt(lambda: core.list_namespace(_request_timeout=15))
+        names = [n.metadata.name for n in listed.items] if listed is not None else None
+        return missing_taskqueue_message(name, namespace, False, names, None, None)
+    here_listed = attempt(
+        lambda: custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _request_timeout=15
+        )
+    )
+    here = (
+        [str((i.get("metadata") or {}).get("name")) for i in here_listed.get("items") or []]
+        if isinstance(here_listed, dict)
+        else None
+    )
+    everywhere = attempt(
+        lambda: custom.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, field_selector=f"metadata.name={name}", _request_timeout=15
+        )
+    )
+    elsewhere = (
+        [
+            str((i.get("metadata") or {}).get("namespace"))
+            for i in everywhere.get("items") or []
+            if (i.get("metadata") or {}).get("name") == name
+        ]
+        if isinstance(everywhere, dict)
+        else None
+    )
+    return missing_taskqueue_message(name, namespace, namespace_exists, None, here, elsewhere)
 
 
 def resolve_from_cluster(
@@ -210,6 +312,8 @@ def resolve_from_cluster(
             GROUP, VERSION, namespace, PLURAL, name, _request_timeout=15
         )
     except failures as error:
+        if getattr(error, "status", None) == 404:
+            raise NotFound(_missing_taskqueue(api_client, name, namespace)) from None
         raise _api_error(error, what) from None
     if not isinstance(body, dict):
         raise CliError(f"reading {what} failed: not a JSON object")
@@ -286,10 +390,23 @@ def reexec(target: Target, argv: Sequence[str]) -> int:
 # ------------------------------------------------------------------------------ redis
 
 
-def connect(url: str) -> redis.Redis:
-    """A client that answered PING; every failure is one line without the password."""
+def connect(
+    url: str,
+    dial: Callable[[], socket.socket] | None = None,
+    via: str = "",
+    problem: Callable[[], str | None] | None = None,
+) -> redis.Redis:
+    """A client that answered PING; every failure is one line without the password.
+
+    With `dial`, every connection's socket comes from it (a port-forward, `via` says
+    which) and `problem` may say what the other end reported."""
+    options: dict[str, Any] = {}
+    if dial is not None:
+        from taskqueue_plugin.forward import connection_class
+
+        options = {"connection_class": connection_class(url), "dial": dial}
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30)
+        client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=30, **options)
     except ValueError as error:
         raise UsageError(
             f"invalid Redis URL {redact_url(url)}: {redact(str(error), url)}"
@@ -298,11 +415,16 @@ def connect(url: str) -> redis.Redis:
         client.ping()
     except redis.AuthenticationError as error:
         raise RedisUnavailable(
-            f"Redis at {redact_url(url)} refused the credentials: {redact(str(error), url)}"
+            f"Redis at {redact_url(url)}{via} refused the credentials: {redact(str(error), url)}"
         ) from None
     except (redis.RedisError, OSError) as error:
+        client.close()
+        detail = problem() if problem else None
+        if detail and detail in str(error):
+            detail = None  # a refused forward: already the error itself
         raise RedisUnavailable(
-            f"cannot reach Redis at {redact_url(url)}: {redact(str(error), url)}"
+            f"cannot reach Redis at {redact_url(url)}{via}: {redact(str(error), url)}"
+            + (f" ({redact(detail, url)})" if detail else "")
         ) from None
     return client
 

@@ -7,7 +7,8 @@ so the plugin and the TaskQueue's status never disagree on what "running" means.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import socket
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from taskqueue_operator.observation import RedisObservation
 from taskqueue_plugin import render
 from taskqueue_plugin.context import Context
 from taskqueue_plugin.errors import CliError
+from taskqueue_plugin.forward import async_client
 from taskqueue_plugin.records import (
     JobRecord,
     decode_meta,
@@ -31,9 +33,17 @@ from taskqueue_plugin.records import (
 SCALING_HISTORY = 10
 
 
-def observe(url: str, prefix: str, queues: Sequence[str], now: float) -> RedisObservation:
+def observe(
+    url: str,
+    prefix: str,
+    queues: Sequence[str],
+    now: float,
+    dial: Callable[[], socket.socket] | None = None,
+) -> RedisObservation:
+    """The operator's reader; with `dial`, over the port-forward."""
+
     async def run() -> RedisObservation:
-        client = connect_async(url, max_connections=2)
+        client = connect_async(url, max_connections=2) if dial is None else async_client(url, dial)
         try:
             return await read_stats(client, prefix, queues, now=now)
         finally:
@@ -223,7 +233,9 @@ def cmd_status(ctx: Context) -> int:
     try:
         queues = ctx.queues
         ctx.client  # noqa: B018 - connect now: one clear error if Redis is down
-        observation = observe(ctx.target.redis_url, ctx.prefix, queues, ctx.now.timestamp())
+        observation = observe(
+            ctx.target.redis_url, ctx.prefix, queues, ctx.now.timestamp(), ctx.dial
+        )
         ids = sorted({j for w in observation.live_workers for j in w.job_ids})
         jobs = {r.id: r for r in fetch_records(ctx.client, ctx.prefix, ids) if r.exists}
     except CliError as failure:

@@ -138,7 +138,7 @@ def test_clear_errors_for_missing_objects(
 ) -> None:
     code, _, err = plugin("dlq", "list", "nope")
     assert code == EXIT_NOT_FOUND
-    assert err.startswith(f'error: TaskQueue "nope" in namespace "{kube.namespace}" not found')
+    assert err.startswith(f"error: no TaskQueue 'nope' in namespace '{kube.namespace}'")
 
     orphan = taskqueue_manifest("orphan", replicas=0)
     orphan["spec"]["redis"] = {"urlFrom": {"secretKeyRef": {"name": "absent", "key": "url"}}}
