@@ -4,6 +4,7 @@ tests, upgrades and uninstalls; its RBAC is what the operator needs and no more.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,52 @@ def test_bad_values_fail_with_the_schema_message(
     assert message in result.stderr and "schema" in result.stderr.lower(), result.stderr
 
 
+def test_a_bad_resource_quantity_fails_at_the_schema_step_and_leaves_no_release(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Not at apply with the API server's 5 KB refusal, after a failed release was made."""
+    result = cluster.helm(
+        "install",
+        "badquantity",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "resources.limits.memory=lots",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "schema" in result.stderr and "/resources/limits/memory" in result.stderr
+    assert "'lots'" in result.stderr and len(result.stderr) < 1000, result.stderr
+    listed = cluster.helm("list", "--namespace", namespace, "--all", "-q").stdout
+    assert "badquantity" not in listed
+
+
+def test_notes_say_the_monitoring_objects_were_skipped_and_why(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The test bed has no Prometheus Operator: no monitoring.coreos.com API."""
+    result = cluster.helm(
+        "install",
+        "notes",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--dry-run=server",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+    )
+    notes = result.stdout[result.stdout.index("NOTES:") :]
+    assert "SKIPPED: the ServiceMonitor" in notes and "SKIPPED: the PrometheusRule" in notes
+    assert notes.count("does not\nserve the monitoring.coreos.com/v1 API") == 2, notes
+    assert "kind: ServiceMonitor" not in result.stdout
+    assert "kind: PrometheusRule" not in result.stdout
+    quiet = cluster.helm("install", "quiet", str(CHART), "-n", namespace, "--dry-run=server")
+    assert "SKIPPED" not in quiet.stdout
+
+
 @pytest.fixture
 def release(cluster: Cluster, namespace: str) -> Iterator[str]:
     """The chart installed in the test's namespace, the operator running as a pod."""
@@ -99,6 +146,9 @@ def release(cluster: Cluster, namespace: str) -> Iterator[str]:
         namespace,
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        # `helm test` also runs a job on a TaskQueue of its own, on this Redis Secret.
+        "--set",
+        "test.redis.secretName=redis-url",
         "--wait",
         "--timeout",
         "120s",
@@ -169,11 +219,29 @@ def test_install_test_upgrade_uninstall(
         except AssertionError:
             print(report())
             raise
+
+        # The chart's tests: the operator is up, and a TaskQueue of the test's own (1
+        # worker pod Ready, the TaskQueue Ready, one job finished, deleted).
+        started = time.monotonic()
+        tested = cluster.helm(
+            "test", release, "--namespace", namespace, "--timeout", "300s", check=False
+        )
+        print(f"helm test ({time.monotonic() - started:.1f} s):\n{tested.stdout}{tested.stderr}")
+        if tested.returncode != 0:
+            test_pod = f"{release}-taskqueue-operator-test-tq"
+            print(kube.run("logs", test_pod, check=False).stdout)
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert tested.stdout.count("Succeeded") >= 2, tested.stdout
+        assert f"{release}-taskqueue-operator-test-tq" in tested.stdout
+        # It cleaned up: its TaskQueue, the TaskQueue's workers, and its own pod.
+        wait_for(
+            lambda: not kube.list("taskqueues", "app.kubernetes.io/component=helm-test"),
+            30,
+            0.5,
+            "the helm test's TaskQueue deleted",
+        )
     finally:
         server.cleanup()
-
-    tested = cluster.helm("test", release, "--namespace", namespace, "--timeout", "120s")
-    assert "Succeeded" in tested.stdout, tested.stdout
 
     before = pods[0]["metadata"]["name"]
     cluster.helm(
