@@ -224,7 +224,9 @@ class TaskQueueLoop:
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
         self.scale_events: deque[dict[str, Any]] = deque(maxlen=200)
         self.outcomes = OutcomeWindow()
-        self.job_counters = JobCounters()
+        # From the loop's start: the workers of a new TaskQueue count from their first job
+        # even when Redis was first read after it.
+        self.job_counters = JobCounters(last_time=clock())
         """finished / failed job totals per queue: counters that live (and end) with the loop."""
         self.executor = Executor(
             kube,

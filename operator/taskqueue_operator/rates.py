@@ -88,7 +88,8 @@ class JobCounters:
     in the worker hash; the sum by TaskQueue is exact either way).
 
     The totals start at zero with the loop (an operator restart or a new leader): a counter
-    reset, which `rate()` and `increase()` handle.
+    reset, which `rate()` and `increase()` handle. Workers born after the loop started count
+    from zero even if Redis was first read after their first jobs (a new TaskQueue).
     """
 
     finished: dict[str, int] = field(default_factory=dict)
@@ -96,6 +97,8 @@ class JobCounters:
     workers: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     """Per worker name: (birth, successful, failed) at the last observation."""
     last_time: float | None = None
+    """The previous observation's time; before the first, when the loop started (a worker
+    born after it counts from zero), or None (every worker's history predates us)."""
 
     def update(self, observation: RedisObservation) -> None:
         seen: dict[str, tuple[str, int, int]] = {}

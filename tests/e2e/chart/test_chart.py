@@ -4,6 +4,7 @@ tests, upgrades and uninstalls; its RBAC is what the operator needs and no more.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -220,19 +221,50 @@ def test_install_test_upgrade_uninstall(
             print(report())
             raise
 
+        # The operator pod's /metrics (through the API server's pod proxy): the job the
+        # worker pod ran is counted, under our names only, without _created series.
+        operator_pod = pods[0]["metadata"]["name"]
+        proxy = f"/api/v1/namespaces/{namespace}/pods/{operator_pod}:9090/proxy/metrics"
+
+        last: list[str] = []
+
+        def counted() -> str | None:
+            done = kube.run("get", "--raw", proxy, namespaced=False, check=False)
+            last[:] = [done.stderr] + [
+                line for line in done.stdout.splitlines() if "viahelm" in line
+            ]
+            line = (
+                f'taskqueue_jobs_finished_total{{namespace="{namespace}",queue="viahelm",'
+                'taskqueue="viahelm"} 1.0'
+            )
+            return done.stdout if line in done.stdout.splitlines() else None
+
+        try:
+            scraped = wait_for(counted, 30, 0.5, "the finished job counted in /metrics")
+        except AssertionError:
+            print("\n".join(last))
+            raise
+        print("\n".join(line for line in scraped.splitlines() if 'taskqueue="viahelm"' in line))
+        assert "_created" not in scraped
+        assert not [line for line in scraped.splitlines() if line.startswith("rq_")]
+
         # The chart's tests: the operator is up, and a TaskQueue of the test's own (1
-        # worker pod Ready, the TaskQueue Ready, one job finished, deleted).
+        # worker pod Ready, the TaskQueue Ready, one job finished, deleted). Its pod is
+        # deleted once it succeeds: its log is followed while it runs.
+        test_pod = f"{release}-taskqueue-operator-test-tq"
+        log: list[str] = []
+        follower = threading.Thread(target=follow_log, args=(kube, test_pod, log), daemon=True)
+        follower.start()
         started = time.monotonic()
         tested = cluster.helm(
             "test", release, "--namespace", namespace, "--timeout", "300s", check=False
         )
         print(f"helm test ({time.monotonic() - started:.1f} s):\n{tested.stdout}{tested.stderr}")
-        if tested.returncode != 0:
-            test_pod = f"{release}-taskqueue-operator-test-tq"
-            print(kube.run("logs", test_pod, check=False).stdout)
+        follower.join(timeout=10)
+        print(f"{test_pod} log:\n{''.join(log)}")
         assert tested.returncode == 0, tested.stdout + tested.stderr
-        assert tested.stdout.count("Succeeded") >= 2, tested.stdout
-        assert f"{release}-taskqueue-operator-test-tq" in tested.stdout
+        assert f"{test_pod}\n" in tested.stdout
+        assert "OK: a TaskQueue was reconciled end to end" in "".join(log)
         # It cleaned up: its TaskQueue, the TaskQueue's workers, and its own pod.
         wait_for(
             lambda: not kube.list("taskqueues", "app.kubernetes.io/component=helm-test"),
@@ -294,6 +326,18 @@ def test_install_test_upgrade_uninstall(
         ).returncode
         != 0
     )
+
+
+def follow_log(kube: Kubectl, pod: str, into: list[str]) -> None:
+    """The pod's log until it ends: it waits for the pod to start running first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        phase = ((kube.get("pod", pod) or {}).get("status") or {}).get("phase")
+        if phase in ("Running", "Succeeded", "Failed"):
+            break
+        time.sleep(0.2)
+    done = kube.run("logs", "-f", pod, check=False)
+    into.append(done.stdout or done.stderr)
 
 
 def can_i(cluster: Cluster, account: str, *args: str) -> bool:

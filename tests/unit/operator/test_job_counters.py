@@ -138,3 +138,10 @@ def test_never_decreases() -> None:
         now = sum(counters.finished.values()) + sum(counters.failed.values())
         assert now >= previous
         previous = now
+
+
+def test_workers_born_after_the_loop_started_count_from_their_first_job() -> None:
+    """A new TaskQueue: Redis was first read after its worker had run a job."""
+    counters = JobCounters(last_time=1000.0)
+    counters.update(observe(1010.0, worker("new", 1, 0, birth=iso(1005.0)), worker("old", 9, 9)))
+    assert totals(counters) == ({"q": 1}, {"q": 0})
