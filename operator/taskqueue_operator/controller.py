@@ -458,6 +458,7 @@ class TaskQueueLoop:
         redis = observation.redis
         if redis is not None:
             self.outcomes.update(redis)
+            self.job_counters.declare(",".join(taskqueue.spec.queues))
             self.job_counters.update(redis)
         self.history.append(
             {

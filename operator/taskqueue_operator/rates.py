@@ -122,6 +122,13 @@ class JobCounters:
         self.workers = seen
         self.last_time = observation.time
 
+    def declare(self, queue: str) -> None:
+        """A label the TaskQueue's workers will count under (its queues, joined): exported
+        at 0 before any worker exists, so that the first job of a new TaskQueue is an
+        increase for `rate()` too, not the start of a series."""
+        self.finished.setdefault(queue, 0)
+        self.failed.setdefault(queue, 0)
+
     def queues(self) -> list[str]:
         """The queue labels with a counter, in a stable order."""
         return sorted(set(self.finished) | set(self.failed))

@@ -145,3 +145,12 @@ def test_workers_born_after_the_loop_started_count_from_their_first_job() -> Non
     counters = JobCounters(last_time=1000.0)
     counters.update(observe(1010.0, worker("new", 1, 0, birth=iso(1005.0)), worker("old", 9, 9)))
     assert totals(counters) == ({"q": 1}, {"q": 0})
+
+
+def test_the_taskqueues_own_label_exists_at_zero_before_any_worker() -> None:
+    counters = JobCounters(last_time=1000.0)
+    counters.declare("high,low")
+    counters.update(observe(1001.0))
+    assert totals(counters) == ({"high,low": 0}, {"high,low": 0})
+    counters.update(observe(1002.0, worker("w", 1, 0, birth=iso(1001.5), queues=("high", "low"))))
+    assert totals(counters) == ({"high,low": 1}, {"high,low": 0})
