@@ -35,7 +35,7 @@ from taskqueue_operator.observation import (
     DryRun,
     Observation,
 )
-from taskqueue_operator.rates import OutcomeWindow
+from taskqueue_operator.rates import JobCounters, OutcomeWindow
 from taskqueue_operator.reconcile.effects import Outcome, Scale
 from taskqueue_operator.reconcile.plan import (
     VANISHED_POD_MEMORY_SECONDS,
@@ -224,6 +224,10 @@ class TaskQueueLoop:
         self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
         self.scale_events: deque[dict[str, Any]] = deque(maxlen=200)
         self.outcomes = OutcomeWindow()
+        # From the loop's start: the workers of a new TaskQueue count from their first job
+        # even when Redis was first read after it.
+        self.job_counters = JobCounters(last_time=clock())
+        """finished / failed job totals per queue: counters that live (and end) with the loop."""
         self.executor = Executor(
             kube,
             self.namespace,
@@ -364,7 +368,9 @@ class TaskQueueLoop:
         """Everything the plan needs, in one immutable value."""
         await self.resync_children()
         now = self.clock()
-        redis_observation, failure = await self.redis.observe(taskqueue.spec, now)
+        redis_observation, failure = await self.redis.observe(
+            taskqueue.spec, now, departed=self.job_counters.workers
+        )
         await self.dry_run_children(taskqueue)
         children = self.children.snapshot()
         observation = Observation(
@@ -452,6 +458,8 @@ class TaskQueueLoop:
         redis = observation.redis
         if redis is not None:
             self.outcomes.update(redis)
+            self.job_counters.declare(",".join(taskqueue.spec.queues))
+            self.job_counters.update(redis)
         self.history.append(
             {
                 "t": round(observation.time, 3),
@@ -482,7 +490,9 @@ class TaskQueueLoop:
         if observation is None or planned is None:
             return None
         taskqueue = self.parse()
-        scaling = taskqueue.spec.scaling if taskqueue is not None else None
+        spec = taskqueue.spec if taskqueue is not None else None
+        scaling = spec.scaling if spec is not None else None
+        counters = self.job_counters
         return metrics.TaskQueueSample(
             namespace=self.namespace,
             name=self.name,
@@ -490,6 +500,12 @@ class TaskQueueLoop:
             desired_replicas=planned.scale.desired_replicas,
             failure_ratio=self.outcomes.failure_ratio(),
             target_queue_seconds=scaling.target_queue_seconds if scaling else None,
+            target_backlog_per_worker=scaling.target_backlog_per_worker if scaling else None,
+            max_replicas=(
+                None if spec is None else scaling.max_replicas if scaling else spec.fixed_replicas
+            ),
+            jobs_finished=tuple((q, counters.finished[q]) for q in counters.queues()),
+            jobs_failed=tuple((q, counters.failed[q]) for q in counters.queues()),
         )
 
 

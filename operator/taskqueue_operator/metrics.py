@@ -1,8 +1,10 @@
 """Prometheus metrics of the operator, one `/metrics` port for all TaskQueues.
 
-Names overlap rq-exporter's where they mean the same thing (`rq_jobs{queue,status}`,
-`rq_workers{state}`), so existing dashboards keep working; ours add the namespace and
-TaskQueue labels, and the operator's own series start with `taskqueue_`.
+Every name starts with `taskqueue_`: rq-exporter's `rq_jobs` / `rq_workers` carry other
+labels, and a Prometheus that scrapes both must not see one name with two label sets
+(`taskqueue_jobs{namespace,taskqueue,queue,status}` is ours, `rq_jobs{queue,status}` its).
+
+No `*_created` series: `disable_created_metrics()` below, before any metric exists.
 """
 
 from __future__ import annotations
@@ -10,12 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from taskqueue_operator.observation import Observation
 
+# A `_created` gauge per counter and histogram child doubles the series for nothing (and
+# a timestamp-valued gauge confuses every "sum by" over the family).
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 # The counters are events (a scale, a recovery): only the replica that acts counts them.
 _TQ = ("namespace", "taskqueue")
@@ -56,6 +67,12 @@ class TaskQueueSample:
     desired_replicas: int
     failure_ratio: float | None = None
     target_queue_seconds: float | None = None
+    target_backlog_per_worker: int | None = None
+    max_replicas: int | None = None
+    """spec.scaling.maxReplicas, or the fixed spec.replicas without autoscaling."""
+    jobs_finished: tuple[tuple[str, int], ...] = ()
+    """(queue, total) of the loop's monotonic counters (rates.JobCounters)."""
+    jobs_failed: tuple[tuple[str, int], ...] = ()
 
 
 _JOB_STATUSES = ("queued", "started", "scheduled", "deferred", "failed")
@@ -72,11 +89,27 @@ class TaskQueueCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         jobs = GaugeMetricFamily(
-            "rq_jobs",
+            "taskqueue_jobs",
             "RQ jobs by queue and status (queued, started, scheduled, deferred, failed).",
             labels=[*_TQ, "queue", "status"],
         )
-        workers = GaugeMetricFamily("rq_workers", "RQ workers by state.", labels=[*_TQ, "state"])
+        workers = GaugeMetricFamily(
+            "taskqueue_workers", "RQ workers by state (busy, idle).", labels=[*_TQ, "state"]
+        )
+        # Counters kept by each loop (exported here, so they vanish with it like the gauges).
+        finished = CounterMetricFamily(
+            "taskqueue_jobs_finished",
+            "Jobs the TaskQueue's workers finished, per queue, since this operator's loop "
+            "started (from the workers' successful_job_count). queue is 'a,b' for workers "
+            "listening to several queues.",
+            labels=[*_TQ, "queue"],
+        )
+        failed = CounterMetricFamily(
+            "taskqueue_jobs_failed",
+            "Failed job executions (a retried job counts each failed attempt), per queue, "
+            "since this operator's loop started (from the workers' failed_job_count).",
+            labels=[*_TQ, "queue"],
+        )
         replicas = GaugeMetricFamily(
             "taskqueue_replicas",
             "Worker replicas: desired (decision), current (Deployment spec), ready.",
@@ -100,6 +133,17 @@ class TaskQueueCollector(Collector):
             "spec.scaling.targetQueueSeconds, when set: the wait the alerts compare against.",
             labels=_TQ,
         )
+        target_backlog = GaugeMetricFamily(
+            "taskqueue_target_backlog_per_worker",
+            "spec.scaling.targetBacklogPerWorker (autoscaled TaskQueues): pending + running "
+            "jobs per worker the pool is sized for.",
+            labels=_TQ,
+        )
+        max_replicas = GaugeMetricFamily(
+            "taskqueue_max_replicas",
+            "spec.scaling.maxReplicas, or spec.replicas without autoscaling.",
+            labels=_TQ,
+        )
         for sample in self.source():
             labels = [sample.namespace, sample.name]
             observation = sample.observation
@@ -109,8 +153,16 @@ class TaskQueueCollector(Collector):
             replicas.add_metric([*labels, "ready"], deployment.ready_replicas)
             if sample.target_queue_seconds is not None:
                 target_wait.add_metric(labels, sample.target_queue_seconds)
+            if sample.target_backlog_per_worker is not None:
+                target_backlog.add_metric(labels, sample.target_backlog_per_worker)
+            if sample.max_replicas is not None:
+                max_replicas.add_metric(labels, sample.max_replicas)
             if sample.failure_ratio is not None:
                 failure_ratio.add_metric(labels, sample.failure_ratio)
+            for name, total in sample.jobs_finished:
+                finished.add_metric([*labels, name], total)
+            for name, total in sample.jobs_failed:
+                failed.add_metric([*labels, name], total)
             redis = observation.redis
             redis_up.add_metric(labels, 0 if redis is None else 1)
             if redis is None:
@@ -128,7 +180,19 @@ class TaskQueueCollector(Collector):
                 queue_wait.add_metric([*labels, queue.name], queue.oldest_age(observation.time))
             workers.add_metric([*labels, "busy"], redis.busy_workers)
             workers.add_metric([*labels, "idle"], redis.idle_workers)
-        yield from (jobs, workers, replicas, redis_up, failure_ratio, queue_wait, target_wait)
+        yield from (
+            jobs,
+            workers,
+            finished,
+            failed,
+            replicas,
+            redis_up,
+            failure_ratio,
+            queue_wait,
+            target_wait,
+            target_backlog,
+            max_replicas,
+        )
 
 
 COLLECTOR = TaskQueueCollector()

@@ -73,6 +73,9 @@ class RedisObservation:
     maxmemory: int | None = None
     suspended: bool = False
     """`rq suspend` is in effect for this key prefix: workers take no new jobs."""
+    departed: tuple[WorkerInfo, ...] = ()
+    """Hashes of workers asked for by name (seen before) that left the queues' worker
+    sets: RQ keeps a stopped worker's hash 60 s, with its final job counters."""
 
     @property
     def pending(self) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterable
 
 import redis.asyncio as aioredis
 from taskqueue_contract.failures import FailureKind, RedisFailure, TLSConfigError, classify
@@ -90,13 +91,16 @@ class RedisObserver:
             raise TLSConfigError(f"spec.redis.tls: {error}") from None
 
     async def observe(
-        self, spec: TaskQueueSpec, now: float
+        self, spec: TaskQueueSpec, now: float, departed: Iterable[str] = ()
     ) -> tuple[RedisObservation | None, RedisFailure | None]:
-        """The stats, or None and why (a failure kind: the condition's reason)."""
+        """The stats, or None and why (a failure kind: the condition's reason). `departed`:
+        workers seen before, read again if they left the queues (their final counters)."""
         try:
             client = await self.client(spec.redis, now)
             observation = await asyncio.wait_for(
-                redis_stats.read_stats(client, spec.redis.key_prefix, spec.queues, now),
+                redis_stats.read_stats(
+                    client, spec.redis.key_prefix, spec.queues, now, departed=departed
+                ),
                 timeout=self.timeout,
             )
         except asyncio.CancelledError:

@@ -7,7 +7,7 @@ runs job callbacks that need the application's code, and the operator has none o
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 import redis.asyncio as aioredis
@@ -43,8 +43,12 @@ async def read_stats(
     key_prefix: str,
     queues: Sequence[str],
     now: float | None = None,
+    departed: Iterable[str] = (),
 ) -> RedisObservation:
-    """Counts per queue and the workers listening on them. Raises redis errors as they come."""
+    """Counts per queue and the workers listening on them. Raises redis errors as they come.
+
+    `departed`: worker names seen before; those no longer in the queues' worker sets are
+    read too (a stopped worker's hash outlives it by 60 s) into `departed`."""
     now = time.time() if now is None else now
     keys = Keys(key_prefix)
     first = client.pipeline(transaction=False)
@@ -86,7 +90,8 @@ async def read_stats(
         # The per-queue sets hold whole worker keys.
         worker_names.update(keys.worker_name(name) for name in (_text(m) for m in members) if name)
 
-    names = sorted(worker_names)
+    listed = sorted(worker_names)
+    names = listed + sorted(set(departed) - worker_names)
     workers: list[WorkerInfo] = []
     waiting = [(i, job_id) for i, job_id in enumerate(oldest_ids) if job_id]
     if names or waiting:
@@ -122,7 +127,11 @@ async def read_stats(
                 )
             )
     return RedisObservation(
-        time=now, queues=tuple(stats), workers=tuple(workers), suspended=suspended
+        time=now,
+        queues=tuple(stats),
+        workers=tuple(w for w in workers if w.name in worker_names),
+        suspended=suspended,
+        departed=tuple(w for w in workers if w.name not in worker_names),
     )
 
 

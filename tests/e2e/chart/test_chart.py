@@ -4,6 +4,8 @@ tests, upgrades and uninstalls; its RBAC is what the operator needs and no more.
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +81,52 @@ def test_bad_values_fail_with_the_schema_message(
     assert message in result.stderr and "schema" in result.stderr.lower(), result.stderr
 
 
+def test_a_bad_resource_quantity_fails_at_the_schema_step_and_leaves_no_release(
+    cluster: Cluster, namespace: str
+) -> None:
+    """Not at apply with the API server's 5 KB refusal, after a failed release was made."""
+    result = cluster.helm(
+        "install",
+        "badquantity",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "resources.limits.memory=lots",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "schema" in result.stderr and "/resources/limits/memory" in result.stderr
+    assert "'lots'" in result.stderr and len(result.stderr) < 1000, result.stderr
+    listed = cluster.helm("list", "--namespace", namespace, "--all", "-q").stdout
+    assert "badquantity" not in listed
+
+
+def test_notes_say_the_monitoring_objects_were_skipped_and_why(
+    cluster: Cluster, namespace: str
+) -> None:
+    """The test bed has no Prometheus Operator: no monitoring.coreos.com API."""
+    result = cluster.helm(
+        "install",
+        "notes",
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--dry-run=server",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.prometheusRule.enabled=true",
+    )
+    notes = result.stdout[result.stdout.index("NOTES:") :]
+    assert "SKIPPED: the ServiceMonitor" in notes and "SKIPPED: the PrometheusRule" in notes
+    assert notes.count("does not\nserve the monitoring.coreos.com/v1 API") == 2, notes
+    assert "kind: ServiceMonitor" not in result.stdout
+    assert "kind: PrometheusRule" not in result.stdout
+    quiet = cluster.helm("install", "quiet", str(CHART), "-n", namespace, "--dry-run=server")
+    assert "SKIPPED" not in quiet.stdout
+
+
 @pytest.fixture
 def release(cluster: Cluster, namespace: str) -> Iterator[str]:
     """The chart installed in the test's namespace, the operator running as a pod."""
@@ -99,6 +147,9 @@ def release(cluster: Cluster, namespace: str) -> Iterator[str]:
         namespace,
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        # `helm test` also runs a job on a TaskQueue of its own, on this Redis Secret.
+        "--set",
+        "test.redis.secretName=redis-url",
         "--wait",
         "--timeout",
         "120s",
@@ -169,11 +220,60 @@ def test_install_test_upgrade_uninstall(
         except AssertionError:
             print(report())
             raise
+
+        # The operator pod's /metrics (through the API server's pod proxy): the job the
+        # worker pod ran is counted, under our names only, without _created series.
+        operator_pod = pods[0]["metadata"]["name"]
+        proxy = f"/api/v1/namespaces/{namespace}/pods/{operator_pod}:9090/proxy/metrics"
+
+        last: list[str] = []
+
+        def counted() -> str | None:
+            done = kube.run("get", "--raw", proxy, namespaced=False, check=False)
+            last[:] = [done.stderr] + [
+                line for line in done.stdout.splitlines() if "viahelm" in line
+            ]
+            line = (
+                f'taskqueue_jobs_finished_total{{namespace="{namespace}",queue="viahelm",'
+                'taskqueue="viahelm"} 1.0'
+            )
+            return done.stdout if line in done.stdout.splitlines() else None
+
+        try:
+            scraped = wait_for(counted, 30, 0.5, "the finished job counted in /metrics")
+        except AssertionError:
+            print("\n".join(last))
+            raise
+        print("\n".join(line for line in scraped.splitlines() if 'taskqueue="viahelm"' in line))
+        assert "_created" not in scraped
+        assert not [line for line in scraped.splitlines() if line.startswith("rq_")]
+
+        # The chart's tests: the operator is up, and a TaskQueue of the test's own (1
+        # worker pod Ready, the TaskQueue Ready, one job finished, deleted). Its pod is
+        # deleted once it succeeds: its log is followed while it runs.
+        test_pod = f"{release}-taskqueue-operator-test-tq"
+        log: list[str] = []
+        follower = threading.Thread(target=follow_log, args=(kube, test_pod, log), daemon=True)
+        follower.start()
+        started = time.monotonic()
+        tested = cluster.helm(
+            "test", release, "--namespace", namespace, "--timeout", "300s", check=False
+        )
+        print(f"helm test ({time.monotonic() - started:.1f} s):\n{tested.stdout}{tested.stderr}")
+        follower.join(timeout=10)
+        print(f"{test_pod} log:\n{''.join(log)}")
+        assert tested.returncode == 0, tested.stdout + tested.stderr
+        assert f"{test_pod}\n" in tested.stdout
+        assert "OK: a TaskQueue was reconciled end to end" in "".join(log)
+        # It cleaned up: its TaskQueue, the TaskQueue's workers, and its own pod.
+        wait_for(
+            lambda: not kube.list("taskqueues", "app.kubernetes.io/component=helm-test"),
+            30,
+            0.5,
+            "the helm test's TaskQueue deleted",
+        )
     finally:
         server.cleanup()
-
-    tested = cluster.helm("test", release, "--namespace", namespace, "--timeout", "120s")
-    assert "Succeeded" in tested.stdout, tested.stdout
 
     before = pods[0]["metadata"]["name"]
     cluster.helm(
@@ -226,6 +326,18 @@ def test_install_test_upgrade_uninstall(
         ).returncode
         != 0
     )
+
+
+def follow_log(kube: Kubectl, pod: str, into: list[str]) -> None:
+    """The pod's log until it ends: it waits for the pod to start running first."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        phase = ((kube.get("pod", pod) or {}).get("status") or {}).get("phase")
+        if phase in ("Running", "Succeeded", "Failed"):
+            break
+        time.sleep(0.2)
+    done = kube.run("logs", "-f", pod, check=False)
+    into.append(done.stdout or done.stderr)
 
 
 def can_i(cluster: Cluster, account: str, *args: str) -> bool:

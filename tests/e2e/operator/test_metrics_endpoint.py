@@ -44,15 +44,23 @@ def test_metrics_for_7_pending_2_failed_3_busy(
 
     def settled() -> bool:
         return (
-            value("rq_jobs", queue=queue_name, status="queued") == 7
-            and value("rq_workers", state="busy") == 3
+            value("taskqueue_jobs", queue=queue_name, status="queued") == 7
+            and value("taskqueue_workers", state="busy") == 3
         )
 
     wait_for(settled, 90, 0.5, "3 busy workers and 7 pending jobs in the metrics")
-    assert value("rq_jobs", queue=queue_name, status="started") == 3
-    assert value("rq_jobs", queue=queue_name, status="failed") == 2
-    assert value("rq_workers", state="idle") == 0
+    assert value("taskqueue_jobs", queue=queue_name, status="started") == 3
+    assert value("taskqueue_jobs", queue=queue_name, status="failed") == 2
+    assert value("taskqueue_workers", state="idle") == 0
     assert value("taskqueue_replicas", kind="desired") == 3
     assert value("taskqueue_redis_up") == 1
     age = value("taskqueue_oldest_job_age_seconds", queue=queue_name)
     assert age is not None and age > 0
+    # The counters exist from the workers' first look (at 0: the 2 failures ran before the
+    # TaskQueue's workers, on a local worker whose history predates them).
+    assert value("taskqueue_jobs_finished_total", queue=queue_name) == 0
+    assert value("taskqueue_jobs_failed_total", queue=queue_name) is not None
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{operator_process.metrics_port}/metrics", timeout=5
+    ).read()
+    assert b"_created" not in text and b"\nrq_" not in text
