@@ -97,6 +97,8 @@ class LoopState:
     """The same as a TaskQueueStatus, which build_status continues from."""
     status_written_at: float = 0.0
     recovered_jobs: int = 0
+    scale_deferred: bool = False
+    """Last tick marked pods (deletion costs) for a scale-down it then held back."""
 
 
 @dataclass(frozen=True)
@@ -283,28 +285,41 @@ def _scaling(
     state = replace(state, scaler=decision.state)
     effects: list[Effect] = []
     if replicas != current and deployment.exists and _due(state, "scale", observation.time):
-        after: set[str] = set()
+        marks: list[AnnotatePod] = []
         if replicas < current and spec.scaling.protect_busy_workers:
-            for annotate in _deletion_costs(observation):
-                effects.append(annotate)
-                after.add(annotate.key)
+            marks = _deletion_costs(observation)
+        if marks and not state.scale_deferred:
+            # The ReplicaSet controller ranks pods from its own watch cache: a scale sent
+            # right after the marks can reach it first and remove a busy pod. Mark now,
+            # scale on the next tick (the marks are then seen by the watches; if busy pods
+            # changed meanwhile, mark again and scale at once: a tick's delay at most).
+            effects += marks
+            held = replace(state, scale_deferred=True)
+            why = f"{reason}; marking pods before the scale-down"
+            return _scale_info(held, replicas, limited), why, held, effects
+        effects += marks
         effects.append(
             Scale(
-                worker_deployment_name(taskqueue.name), replicas, current, reason, frozenset(after)
+                worker_deployment_name(taskqueue.name),
+                replicas,
+                current,
+                reason,
+                frozenset(m.key for m in marks),
             )
         )
         state = replace(state, last_scale=(format_kubernetes(observation.time), reason))
+    state = replace(state, scale_deferred=False)
+    desired = replicas if deployment.exists else current
+    return _scale_info(state, desired, limited), reason, state, effects
+
+
+def _scale_info(state: LoopState, desired: int, limited: str | None) -> ScaleInfo:
     last = state.last_scale
-    return (
-        ScaleInfo(
-            desired_replicas=replicas if deployment.exists else current,
-            limited=limited,
-            last_scale_time=last[0] if last else None,
-            last_scale_reason=last[1] if last else None,
-        ),
-        reason,
-        state,
-        effects,
+    return ScaleInfo(
+        desired_replicas=desired,
+        limited=limited,
+        last_scale_time=last[0] if last else None,
+        last_scale_reason=last[1] if last else None,
     )
 
 

@@ -205,24 +205,41 @@ def test_backlog_scales_up_at_once() -> None:
     assert state.last_scale is not None
 
 
-def test_a_scale_down_marks_busy_pods_first_and_waits_for_the_marks() -> None:
+def test_a_scale_down_marks_busy_pods_a_tick_before_it_scales() -> None:
     tq = taskqueue(scaling={**AUTOSCALED, "scaleDownDelay": "0s"})
     busy = WorkerInfo("w1", "busy", "pod-busy", executions=("j1:e1",))
     idle = WorkerInfo("w2", "idle", "pod-idle")
     pods = {name: {"metadata": {"name": name}} for name in ("pod-busy", "pod-idle", "pod-3")}
     observation = observe(tq, redis(workers=(busy, idle), running=1), replicas=3, pods=pods)
-    result = plan(tq, observation, LoopState())
-    annotations = {a.pod: dict(a.annotations) for a in of(result.effects, AnnotatePod)}
+    first = plan(tq, observation, LoopState())
+    annotations = {a.pod: dict(a.annotations) for a in of(first.effects, AnnotatePod)}
     cost = "controller.kubernetes.io/pod-deletion-cost"
     assert annotations == {
         "pod-busy": {cost: "10000"},
         "pod-idle": {cost: "0"},
         "pod-3": {cost: "0"},
     }
-    (scale,) = of(result.effects, Scale)
-    assert scale.replicas == 1  # the busy floor
-    assert scale.after == {"annotate/pod-busy", "annotate/pod-idle", "annotate/pod-3"}
-    assert kinds(result.effects).index("Scale") > kinds(result.effects).index("AnnotatePod")
+    # The ReplicaSet controller must see the marks before the scale: not in this tick.
+    assert of(first.effects, Scale) == []
+    assert first.status["desiredReplicas"] == 1
+
+    marked = {name: {"metadata": {"name": name, "annotations": annotations[name]}} for name in pods}
+    second_observation = replace(
+        observation,
+        time=NOW + 1,
+        children=replace(observation.children, pods=marked),
+    )
+    second = plan(tq, second_observation, succeed(tq, first)[0])
+    (scale,) = of(second.effects, Scale)
+    assert scale.replicas == 1 and scale.after == frozenset()  # the busy floor, marks seen
+
+    # Busy pods changed meanwhile: marked again and scaled at once (a tick's delay at most).
+    flapped = replace(second_observation, redis=redis(workers=(idle,), running=0))
+    third = plan(tq, flapped, succeed(tq, first)[0])
+    assert {a.pod for a in of(third.effects, AnnotatePod)} == {"pod-busy"}
+    (scale,) = of(third.effects, Scale)
+    assert scale.after == {"annotate/pod-busy"}
+    assert kinds(third.effects).index("Scale") > kinds(third.effects).index("AnnotatePod")
 
 
 def test_rq_suspend_holds_the_pool_and_says_so() -> None:
