@@ -56,13 +56,13 @@ def test_dashboard_renders_live_data(
     SimpleWorker([queue], connection=redis_client).work(burst=True)
     for _ in range(6):
         queue.enqueue("taskqueue_worker.examples.sleep", 30, job_timeout=60)
-    kube.apply(
-        taskqueue_manifest(
-            "dash",
-            queues=[queue_name],
-            scaling={"minReplicas": 0, "maxReplicas": 2, "targetBacklogPerWorker": 3},
-        )
+    manifest = taskqueue_manifest(
+        "dash",
+        queues=[queue_name],
+        scaling={"minReplicas": 0, "maxReplicas": 2, "targetBacklogPerWorker": 3},
     )
+    manifest["spec"]["worker"]["jobTimeout"] = "60s"  # the jobs' own: it bounds every job's
+    kube.apply(manifest)
     wait_for(lambda: redis_client.scard(f"rq:workers:{queue_name}") >= 1, 60, 0.5, "workers")
     wait_for(
         lambda: ((kube.get("taskqueue", "dash") or {}).get("status") or {}).get("running", 0) >= 1,

@@ -35,7 +35,9 @@ def test_metrics_for_7_pending_2_failed_3_busy(
     SimpleWorker([queue], connection=redis_client).work(burst=True)
     for _ in range(10):
         queue.enqueue("taskqueue_worker.examples.sleep", 60, job_timeout=120)
-    kube.apply(taskqueue_manifest("metered", queues=[queue_name], replicas=3))
+    busy = taskqueue_manifest("metered", queues=[queue_name], replicas=3)
+    busy["spec"]["worker"]["jobTimeout"] = "120s"  # the jobs' own: it bounds every job's
+    kube.apply(busy)
     labels = {"namespace": kube.namespace, "taskqueue": "metered"}
 
     def value(name: str, **extra: str) -> float | None:

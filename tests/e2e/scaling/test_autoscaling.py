@@ -252,6 +252,9 @@ def test_redis_outage_holds_replicas_and_recovers(
             scaling=scaling(scaleDownDelay="2s"),
             redis={"urlFrom": {"secretKeyRef": {"name": "own-redis", "key": "url"}}},
         )
+        # The jobs (120 s) must outlive the outage (60 s): jobTimeout bounds every job's
+        # timeout, so it is as long as theirs.
+        manifest["spec"]["worker"]["jobTimeout"] = "300s"
         kube.apply(manifest)
         replicas = Replicas(cluster, kube.namespace, "hold")
         rq_queue = Queue(queue, connection=server.client())
