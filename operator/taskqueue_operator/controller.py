@@ -22,7 +22,6 @@ from typing import Any
 import pydantic
 import redis.asyncio as aioredis
 from taskqueue_contract.redaction import redact
-from taskqueue_contract.timestamps import format_kubernetes
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters.executor import EventSink, Executor, effect_error
@@ -31,9 +30,9 @@ from taskqueue_operator.adapters.redis_observer import RedisConnections, RedisOb
 from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import (
     ChildrenSnapshot,
-    DeploymentObservation,
     DryRun,
     Observation,
+    deployment_observation,
 )
 from taskqueue_operator.rates import JobCounters, OutcomeWindow
 from taskqueue_operator.reconcile.effects import Outcome, Scale
@@ -42,11 +41,11 @@ from taskqueue_operator.reconcile.plan import (
     LoopState,
     Plan,
     PlanSettings,
+    desired_children,
     plan,
     record_outcomes,
 )
-from taskqueue_operator.reconcile.schedules import desired_cronjobs
-from taskqueue_operator.reconcile.workers import desired_deployment
+from taskqueue_operator.reconcile.status import invalid_spec_message, invalid_spec_status
 
 HISTORY_POINTS = 3600  # an hour of 1 s ticks, for the dashboard
 
@@ -208,7 +207,8 @@ class TaskQueueLoop:
         )
         status = body.get("status") or None
         self.state = LoopState(status=status, status_model=_parsed_status(status))
-        self.invalid_generation: int | None = None
+        self.invalid_spec: pydantic.ValidationError | None = None
+        """Why the operator's model refused the body last parsed (the CRD let it through)."""
         self.redis = RedisObserver(
             kube,
             self.namespace,
@@ -312,8 +312,7 @@ class TaskQueueLoop:
             parsed = TaskQueue.model_validate(self.body)
         except pydantic.ValidationError as error:
             self._parsed = None
-            self.invalid_generation = generation
-            self._invalid_error = error
+            self.invalid_spec = error
             return None
         self._parsed = (key, parsed)
         return parsed
@@ -322,7 +321,8 @@ class TaskQueueLoop:
         """One pass: observe, plan, execute. Returns the seconds until the next one."""
         taskqueue = self.parse()
         if taskqueue is None:
-            await self.report_invalid_spec()
+            if self.invalid_spec is not None:
+                await self.report_invalid_spec(self.invalid_spec)
             return self.settings.fixed_poll_interval * 10
         scaling = taskqueue.spec.scaling
         interval = scaling.poll_interval_seconds if scaling else self.settings.fixed_poll_interval
@@ -344,17 +344,11 @@ class TaskQueueLoop:
         self.report(taskqueue, observation, planned, outcomes)
         return interval
 
-    async def report_invalid_spec(self) -> None:
+    async def report_invalid_spec(self, error: pydantic.ValidationError) -> None:
         """A body the operator's model refuses (the CRD let it through): say which field,
         once per generation, in an Event and in the status."""
         generation = self.body["metadata"].get("generation")
-        error: pydantic.ValidationError = self._invalid_error
-        message = "; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}"
-            if e["loc"] and e["loc"][0] == "spec"
-            else f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in error.errors()
-        )[:2000]
+        message = invalid_spec_message(error.errors())
         status = invalid_spec_status(self.state.status, generation, message, self.clock())
         if status == self.state.status:
             return
@@ -412,15 +406,10 @@ class TaskQueueLoop:
         generation = taskqueue.metadata.get("generation")
         if self.dry_run is not None and self.dry_run.generation == generation:
             return
-        live = self.children.deployment
-        replicas = int((live or {}).get("spec", {}).get("replicas") or 0)
-        if not taskqueue.spec.autoscaling:
-            replicas = taskqueue.spec.fixed_replicas
+        scaling = taskqueue.spec.scaling
+        replicas = scaling.min_replicas if scaling else taskqueue.spec.fixed_replicas
         refusals = []
-        for body in [
-            desired_deployment(taskqueue, replicas),
-            *desired_cronjobs(taskqueue).values(),
-        ]:
+        for body in desired_children(taskqueue, self.children.deployment, replicas):
             try:
                 await self.kube.apply(body, dry_run=True)
             except Exception as error:
@@ -507,55 +496,3 @@ class TaskQueueLoop:
             jobs_finished=tuple((q, counters.finished[q]) for q in counters.queues()),
             jobs_failed=tuple((q, counters.failed[q]) for q in counters.queues()),
         )
-
-
-def deployment_observation(children: ChildrenSnapshot) -> DeploymentObservation:
-    live = children.deployment
-    pods = tuple(
-        sorted(
-            name
-            for name, pod in children.pods.items()
-            if not (pod.get("metadata") or {}).get("deletionTimestamp")
-        )
-    )
-    if live is None:
-        return DeploymentObservation(exists=False, pods=pods)
-    status = live.get("status") or {}
-    return DeploymentObservation(
-        exists=True,
-        replicas=int((live.get("spec") or {}).get("replicas") or 0),
-        ready_replicas=int(status.get("readyReplicas") or 0),
-        available_replicas=int(status.get("availableReplicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
-        pods=pods,
-    )
-
-
-def invalid_spec_status(
-    previous: dict[str, Any] | None, generation: int | None, message: str, now: float
-) -> dict[str, Any]:
-    """The status of a TaskQueue whose spec the operator cannot read: the counters it had,
-    Ready and Stalled saying which field to fix."""
-    status = dict(previous or {})
-    old = {c.get("type"): c for c in status.get("conditions") or []}
-    moment = format_kubernetes(now)
-
-    def condition(kind: str, value: str, reason: str) -> dict[str, Any]:
-        same = old.get(kind, {}).get("status") == value
-        return {
-            "type": kind,
-            "status": value,
-            "reason": reason,
-            "message": message,
-            "lastTransitionTime": old[kind].get("lastTransitionTime") if same else moment,
-            "observedGeneration": generation,
-        }
-
-    kept = [c for t, c in old.items() if t not in ("Ready", "Stalled", "Reconciling")]
-    status["conditions"] = [
-        condition("Ready", "False", "InvalidSpec"),
-        condition("Stalled", "True", "InvalidSpec"),
-        *kept,
-    ]
-    status["observedGeneration"] = generation
-    return status

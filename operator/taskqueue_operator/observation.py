@@ -180,3 +180,26 @@ class Observation:
     children: ChildrenSnapshot = field(default_factory=ChildrenSnapshot)
     dry_run: DryRun | None = None
     """The latest dry-run of the children, when the current generation has one."""
+
+
+def deployment_observation(children: ChildrenSnapshot) -> DeploymentObservation:
+    """Replica counts of the cached worker Deployment; its pods not being deleted."""
+    live = children.deployment
+    pods = tuple(
+        sorted(
+            name
+            for name, pod in children.pods.items()
+            if not (pod.get("metadata") or {}).get("deletionTimestamp")
+        )
+    )
+    if live is None:
+        return DeploymentObservation(exists=False, pods=pods)
+    status = live.get("status") or {}
+    return DeploymentObservation(
+        exists=True,
+        replicas=int((live.get("spec") or {}).get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+        available_replicas=int(status.get("availableReplicas") or 0),
+        updated_replicas=int(status.get("updatedReplicas") or 0),
+        pods=pods,
+    )

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from taskqueue_contract.durations import DURATION_PATTERN, parse_duration
 
 from taskqueue_operator.api.base import ApiModel, cel
 from taskqueue_operator.api.cron import CRON_PATTERN, CRON_RANGE_RULE, cron_error
-from taskqueue_operator.api.durations import DURATION_PATTERN, parse_duration
 from taskqueue_operator.api.kubernetes import (
     DNS_LABEL_PATTERN,
     DNS_SUBDOMAIN_PATTERN,

@@ -18,7 +18,12 @@ from typing import Any
 from taskqueue_contract.failures import FailureKind
 from taskqueue_contract.timestamps import format_kubernetes
 
-from taskqueue_operator.api.models import REQUEUE_ANNOTATION, RequeueStatus, TaskQueue
+from taskqueue_operator.api.models import (
+    REQUEUE_ANNOTATION,
+    RequeueStatus,
+    TaskQueue,
+    TaskQueueStatus,
+)
 from taskqueue_operator.observation import Observation
 from taskqueue_operator.reconcile import drift
 from taskqueue_operator.reconcile.abandoned import (
@@ -93,7 +98,7 @@ class LoopState:
     suspended: bool = False
     status: dict[str, Any] | None = None
     """The status last written (as sent), to tell whether a patch is due."""
-    status_model: Any = None
+    status_model: TaskQueueStatus | None = None
     """The same as a TaskQueueStatus, which build_status continues from."""
     status_written_at: float = 0.0
     recovered_jobs: int = 0
@@ -335,6 +340,16 @@ def _deletion_costs(observation: Observation) -> list[AnnotatePod]:
     return effects
 
 
+def desired_children(
+    taskqueue: TaskQueue, live_deployment: Mapping[str, Any] | None, replicas: int
+) -> list[dict[str, Any]]:
+    """The Deployment and the CronJobs of this spec. An autoscaled Deployment that exists
+    keeps its replicas (the scaler owns them); otherwise it gets `replicas`."""
+    if taskqueue.spec.autoscaling and live_deployment is not None:
+        replicas = int((live_deployment.get("spec") or {}).get("replicas") or 0)
+    return [desired_deployment(taskqueue, replicas), *desired_cronjobs(taskqueue).values()]
+
+
 def _children(
     taskqueue: TaskQueue, observation: Observation, state: LoopState, replicas: int
 ) -> tuple[LoopState, list[Effect]]:
@@ -346,11 +361,8 @@ def _children(
         return state, []
     effects: list[Effect] = []
     live = children.deployment
-    if taskqueue.spec.autoscaling and live is not None:
-        replicas = int((live.get("spec") or {}).get("replicas") or 0)  # the scaler owns it
-    desired = [desired_deployment(taskqueue, replicas)]
-    wanted = desired_cronjobs(taskqueue)
-    desired += wanted.values()
+    desired = desired_children(taskqueue, live, replicas)
+    wanted = {b["metadata"]["name"] for b in desired if b["kind"] == "CronJob"}
     for body in desired:
         kind, name = body["kind"], body["metadata"]["name"]
         current = live if kind == "Deployment" else children.cronjobs.get(name)
@@ -367,7 +379,7 @@ def _children(
             effect = ApplyChild(body, live=True, drifted=tuple(paths))
         if _due(state, effect.key, observation.time):
             effects.append(effect)
-    for name in sorted(drift.children_to_delete(set(children.cronjobs), set(wanted))):
+    for name in sorted(drift.children_to_delete(set(children.cronjobs), wanted)):
         effect = DeleteChild("CronJob", name, "schedule removed")
         if _due(state, effect.key, observation.time):
             effects.append(effect)

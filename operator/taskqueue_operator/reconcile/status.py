@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,6 +248,10 @@ def _scaling_condition(
 Verdict = tuple[bool, str, str]  # (status, reason, message)
 
 
+def _told(refusals: Iterable[Refusal]) -> str:
+    return "; ".join(f"{r.subject}: {r.message}" for r in refusals)
+
+
 def _ready(observation: Observation, scale: ScaleInfo, health: Health) -> Verdict:
     """Ready: the workers the TaskQueue wants run, reach Redis and take jobs. Its reason is
     the STATUS column of `kubectl get taskqueues`: the first thing to fix."""
@@ -257,7 +262,7 @@ def _ready(observation: Observation, scale: ScaleInfo, health: Health) -> Verdic
         return False, reason, redact(observation.redis_error or "Redis did not answer")
     refused = [r for r in health.refusals if r.terminal]
     if refused:
-        return False, "ChildRefused", "; ".join(f"{r.subject}: {r.message}" for r in refused)
+        return False, "ChildRefused", _told(refused)
     if not deployment.exists:
         return False, "DeploymentMissing", "worker Deployment not found"
     if health.suspended:
@@ -276,7 +281,7 @@ def _reconciling(observation: Observation, scale: ScaleInfo, health: Health) -> 
     deployment = observation.deployment
     transient = [r for r in health.refusals if not r.terminal]
     if transient:
-        return True, "Retrying", "; ".join(f"{r.subject}: {r.message}" for r in transient)
+        return True, "Retrying", _told(transient)
     if not deployment.exists:
         return True, "Creating", "creating the worker Deployment"
     if deployment.updated_replicas < deployment.replicas:
@@ -293,7 +298,7 @@ def _stalled(health: Health) -> Verdict:
     refused = [r for r in health.refusals if r.terminal]
     if refused:
         what = "the dry-run of the new spec" if any(r.dry_run for r in refused) else "applying"
-        message = "; ".join(f"{r.subject}: {r.message}" for r in refused)
+        message = _told(refused)
         return True, "ChildRefused", f"the API server refused {what}: {message}"
     return False, "Progressing", "nothing blocks the reconciliation"
 
@@ -301,7 +306,7 @@ def _stalled(health: Health) -> Verdict:
 def _children_applied(health: Health) -> Verdict:
     if health.refusals:
         reason = "Refused" if any(r.terminal for r in health.refusals) else "Failing"
-        return False, reason, "; ".join(f"{r.subject}: {r.message}" for r in health.refusals)
+        return False, reason, _told(health.refusals)
     return True, "Applied", "the Deployment and CronJobs match the spec"
 
 
@@ -338,3 +343,38 @@ def patch_due(
     if changed - COUNTER_FIELDS:
         return True
     return seconds_since_last_patch >= counter_interval
+
+
+def invalid_spec_message(errors: list[Any]) -> str:
+    """pydantic's errors of a TaskQueue body, each naming its field (`spec.worker...`)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)[:2000]
+
+
+def invalid_spec_status(
+    previous: dict[str, Any] | None, generation: int | None, message: str, now: float
+) -> dict[str, Any]:
+    """The status of a TaskQueue whose spec the operator cannot read: the counters it had,
+    Ready and Stalled saying which field to fix."""
+    status = dict(previous or {})
+    old = {c.get("type"): c for c in status.get("conditions") or []}
+    moment = format_kubernetes(now)
+
+    def condition(kind: str, value: str, reason: str) -> dict[str, Any]:
+        same = old.get(kind, {}).get("status") == value
+        return {
+            "type": kind,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": old[kind].get("lastTransitionTime") if same else moment,
+            "observedGeneration": generation,
+        }
+
+    kept = [c for t, c in old.items() if t not in ("Ready", "Stalled", "Reconciling")]
+    status["conditions"] = [
+        condition("Ready", "False", "InvalidSpec"),
+        condition("Stalled", "True", "InvalidSpec"),
+        *kept,
+    ]
+    status["observedGeneration"] = generation
+    return status

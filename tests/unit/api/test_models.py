@@ -14,9 +14,9 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+from taskqueue_contract.durations import format_duration, parse_duration
 from taskqueue_operator.api import cron
 from taskqueue_operator.api.cron import is_valid_cron
-from taskqueue_operator.api.durations import format_duration, parse_duration
 from taskqueue_operator.api.kubernetes import parse_quantity, resource_name_error
 from taskqueue_operator.api.models import TaskQueue, TaskQueueSpec
 from taskqueue_operator.api.timezones import TIME_ZONES

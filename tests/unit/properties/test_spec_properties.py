@@ -14,7 +14,7 @@ from typing import Any
 import pydantic
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from taskqueue_operator.api.durations import parse_duration
+from taskqueue_contract.durations import parse_duration
 from taskqueue_operator.api.models import TaskQueue
 from taskqueue_operator.observation import DeploymentObservation, Observation
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
