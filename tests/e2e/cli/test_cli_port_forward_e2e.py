@@ -118,8 +118,17 @@ def in_cluster_redis(kube: Kubectl) -> Iterator[RedisServer]:
 
 
 def ready(kube: Kubectl, pod: str) -> bool:
+    """Ready as the plugin sees it: in the Service's EndpointSlices, which the EndpointSlice
+    controller updates a moment after the pod's own Ready condition (CI met the gap)."""
     conditions = ((kube.get("pod", pod) or {}).get("status") or {}).get("conditions") or []
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+    if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+        return False
+    return any(
+        (endpoint.get("targetRef") or {}).get("name") == pod
+        and (endpoint.get("conditions") or {}).get("ready")
+        for slice_ in kube.list("endpointslices")
+        for endpoint in slice_.get("endpoints") or []
+    )
 
 
 TRANSCRIPT: list[str] = []

@@ -68,8 +68,10 @@ def test_a_child_only_the_api_server_refuses_stalls_naming_the_field_and_counts_
     print(f"Stalled condition {time.monotonic() - started:.2f}s after the apply")
     assert stalled["status"] == "True" and stalled["reason"] == "ChildRefused", stalled
     assert "spec.worker.affinity.nodeAffinity" in stalled["message"], stalled["message"]
-    status = status_of(kube, "refused")
-    assert status["pending"] == 3 and status["observedGeneration"] == 1
+    # The counts keep coming while the children are refused (the Stalled status may have
+    # been written before all 3 enqueues).
+    wait_for(lambda: status_of(kube, "refused").get("pending") == 3, 10, 0.2, "PENDING 3")
+    assert status_of(kube, "refused")["observedGeneration"] == 1
     assert reasons(kube, "refused")["Ready"] == ("False", "ChildRefused")
     assert kube.get("deployment", "refused-workers") is None  # nothing touched
     row = kube.run("get", "taskqueue", "refused").stdout.splitlines()
