@@ -57,10 +57,9 @@ def down() -> int:
     leftovers = sweep(STATE)  # a supervisor killed with -9 leaves its children running
     if leftovers:
         print(f"stopped leftover processes {leftovers}")
-    for data in ("controlplane", "node"):  # etcd data, certificates, containerd's store
-        shutil.rmtree(STATE / data, ignore_errors=True)
-    for name in ("serve.pid", "ready", "kubeconfig", "network.json", "images.json"):
-        (STATE / name).unlink(missing_ok=True)
+    # Nothing of a stopped bed stays: etcd data, certificates, containerd's store, the
+    # kubectl/helm links, the supervisor's log (its lines are in the output of a failure).
+    shutil.rmtree(STATE, ignore_errors=True)
     return 0
 
 
