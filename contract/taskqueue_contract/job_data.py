@@ -192,3 +192,27 @@ def function_name(raw_data: bytes | None) -> str | None:
     if isinstance(value, list | tuple) and value and isinstance(value[0], str):
         return value[0]
     return None
+
+
+@dataclass
+class Call:
+    """A job's call as RQ pickled it: (function, instance, args, kwargs)."""
+
+    function: str | None
+    args: Any
+    kwargs: Any
+    decoded: Decoded
+
+
+def decode_call(raw_data: bytes | None) -> Call:
+    """The call in a job hash's `data` (zlib + pickle or JSON), with placeholders for the
+    classes not imported; `args`/`kwargs` None when it cannot be decoded (then
+    `decoded.error` says why)."""
+    if not raw_data:
+        return Call(None, None, None, Decoded(None, set(), "the job has no data"))
+    decoded = loads(decompress(raw_data))
+    value = decoded.value
+    if decoded.error or not isinstance(value, list | tuple) or len(value) != 4:
+        return Call(function_name(raw_data), None, None, decoded)
+    function, _instance, args, kwargs = value
+    return Call(str(function) if function is not None else None, args, kwargs, decoded)

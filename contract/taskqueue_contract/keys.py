@@ -121,6 +121,10 @@ class Keys:
         """A key of ours under the prefix: ``own("enqueued", d)`` -> ``rq:taskqueue:enqueued:d``."""
         return ":".join((self.prefix, OWN_NAMESPACE, *parts))
 
+    def dashboard_history(self, namespace: str, name: str) -> str:
+        """STREAM: the dashboard's last hour of one TaskQueue (capped; see adapters/timeline)."""
+        return self.own("dashboard", namespace, name)
+
 
 def job_id_of_execution(composite: str) -> str:
     """``<job id>:<execution id>`` -> job id (job ids may contain ':', execution ids not)."""

@@ -45,3 +45,57 @@ def redact(text: str, url: str | None = None) -> str:
             if len(form) >= 3:  # shorter ones would garble the message
                 text = text.replace(form, MASK)
     return redact_url(text)
+
+
+# Argument names whose values are secrets whatever they hold (matched case-insensitively,
+# anywhere in the name: `db_password`, `apiKey`, `X-Auth-Token`...). A bare `key` is not
+# one: `key="AAPL"` names a symbol far more often than a credential.
+SECRET_NAME = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api_?key|access_?key|private_?key|auth|credential"
+    r"|signature|cookie|session",
+    re.IGNORECASE,
+)
+ARGUMENT_TEXT = 60
+"""Longest shown text of one argument value (then "…")."""
+CALL_TEXT = 240
+"""Longest shown call as a whole."""
+
+
+def _shown_value(value: object, depth: int = 0) -> str:
+    """One argument for display: URL passwords masked, secret-named keys masked, cut short."""
+    if isinstance(value, dict) and depth < 2:
+        items = []
+        for key, inner in list(value.items())[:10]:
+            shown = MASK if SECRET_NAME.search(str(key)) else _shown_value(inner, depth + 1)
+            items.append(f"{key!r}: {shown}")
+        more = ", …" if len(value) > 10 else ""
+        return "{" + ", ".join(items) + more + "}"
+    if isinstance(value, list | tuple) and depth < 2:
+        inner_items = [_shown_value(item, depth + 1) for item in list(value)[:10]]
+        more = ", …" if len(value) > 10 else ""
+        open_, close = ("[", "]") if isinstance(value, list) else ("(", ")")
+        return open_ + ", ".join(inner_items) + more + close
+    text = redact_url(repr(value))
+    return text if len(text) <= ARGUMENT_TEXT else text[: ARGUMENT_TEXT - 1] + "…"
+
+
+def redact_call(function: str, args: object, kwargs: object) -> str:
+    """``fn('AAPL', 3, api_key=***)`` for a dashboard that anyone with port-forward reads.
+
+    Job arguments can carry credentials: values of secret-named keyword arguments (and
+    dict keys) are masked, passwords in URLs are masked, long values are cut.
+    Undecodable arguments show as ``…``.
+    """
+    parts: list[str] = []
+    if isinstance(args, list | tuple):
+        parts.extend(_shown_value(arg) for arg in args)
+    elif args is not None:
+        parts.append("…")
+    if isinstance(kwargs, dict):
+        for name, value in kwargs.items():
+            shown = MASK if SECRET_NAME.search(str(name)) else _shown_value(value)
+            parts.append(f"{name}={shown}")
+    elif kwargs is not None:
+        parts.append("…")
+    call = f"{function}({', '.join(parts)})"
+    return call if len(call) <= CALL_TEXT else call[: CALL_TEXT - 2] + "…)"

@@ -14,19 +14,20 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
 import redis.asyncio as aioredis
+from taskqueue_contract.keys import Keys
 from taskqueue_contract.redaction import redact
 
 from taskqueue_operator import metrics
 from taskqueue_operator.adapters.executor import EventSink, Executor, effect_error
 from taskqueue_operator.adapters.kube import Kube
 from taskqueue_operator.adapters.redis_observer import RedisConnections, RedisObserver
+from taskqueue_operator.adapters.timeline import Timeline
 from taskqueue_operator.api.models import TaskQueue, TaskQueueStatus
 from taskqueue_operator.observation import (
     ChildrenSnapshot,
@@ -46,8 +47,6 @@ from taskqueue_operator.reconcile.plan import (
     record_outcomes,
 )
 from taskqueue_operator.reconcile.status import invalid_spec_message, invalid_spec_status
-
-HISTORY_POINTS = 3600  # an hour of 1 s ticks, for the dashboard
 
 
 @dataclass(frozen=True)
@@ -221,8 +220,8 @@ class TaskQueueLoop:
         self._parsed: tuple[tuple[Any, str], TaskQueue] | None = None
         self.last_observation: Observation | None = None
         self.last_plan: Plan | None = None
-        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_POINTS)
-        self.scale_events: deque[dict[str, Any]] = deque(maxlen=200)
+        self.timeline = Timeline()
+        """The dashboard's last hour (saved in the TaskQueue's Redis)."""
         self.outcomes = OutcomeWindow()
         # From the loop's start: the workers of a new TaskQueue count from their first job
         # even when Redis was first read after it.
@@ -342,6 +341,7 @@ class TaskQueueLoop:
         self.state, follow_ups = record_outcomes(taskqueue, planned.state, outcomes, self.clock())
         await self.executor.post(follow_ups)
         self.report(taskqueue, observation, planned, outcomes)
+        await self.save_timeline(taskqueue, observation)
         return interval
 
     async def report_invalid_spec(self, error: pydantic.ValidationError) -> None:
@@ -449,29 +449,34 @@ class TaskQueueLoop:
             self.outcomes.update(redis)
             self.job_counters.declare(",".join(taskqueue.spec.queues))
             self.job_counters.update(redis)
-        self.history.append(
-            {
-                "t": round(observation.time, 3),
-                "pending": redis.pending if redis else None,
-                "running": redis.running if redis else None,
-                "workers": len(redis.live_workers) if redis else None,
-                "desired": planned.scale.desired_replicas,
-                "ready": observation.deployment.ready_replicas,
-            }
+        counters = self.job_counters
+        self.timeline.record(
+            observation,
+            planned.scale.desired_replicas,
+            (sum(counters.finished.values()), sum(counters.failed.values())),
+            [
+                (o.effect.current, o.effect.replicas, o.effect.reason)
+                for o in outcomes
+                if isinstance(o.effect, Scale) and o.ok
+            ],
         )
-        for outcome in outcomes:
-            effect = outcome.effect
-            if isinstance(effect, Scale) and outcome.ok:
-                self.scale_events.append(
-                    {
-                        "t": round(observation.time, 3),
-                        "from": effect.current,
-                        "to": effect.replicas,
-                        "reason": effect.reason,
-                    }
-                )
         if redis is None:
             metrics.record_redis_error(self.namespace, self.name)
+
+    async def save_timeline(self, taskqueue: TaskQueue, observation: Observation) -> None:
+        """The dashboard's hour into Redis (read back once first); while Redis answers."""
+        if observation.redis is None:
+            return
+        try:
+            client = await self.redis_client(taskqueue, observation.time)
+        except Exception:  # the observation just used it; the next tick tries again
+            return
+        key = Keys(taskqueue.spec.redis.key_prefix).dashboard_history(self.namespace, self.name)
+        error = await self.timeline.sync(client, key, observation.time)
+        if error is not None:
+            message = f"the dashboard's history is not saved in Redis ({key}): {error}"
+            self.log.warning("%s", message)
+            self.post_event(self.body, "Warning", "DashboardHistoryNotSaved", message)
 
     def metric_sample(self) -> metrics.TaskQueueSample | None:
         """The gauges of this TaskQueue, read at scrape time."""

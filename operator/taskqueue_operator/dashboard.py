@@ -1,116 +1,152 @@
-"""A small read-only web dashboard served by the operator (no CDN: one page, inline JS).
+"""The operator's read-only web dashboard: one page, no CDN, reached by port-forward.
 
-`/` is the page; `/api/taskqueues` gives, per TaskQueue, the last hour of pending /
-running / workers / desired replicas (kept by each loop, one point per tick), the
-scaling decisions on the same time axis, the dead-letter list and the workers with
-their current job and its `meta['progress']`.
+`/` is the page; `/api/taskqueues` gives, per TaskQueue: its health (the `Ready`
+condition) and all conditions; per queue pending / running / scheduled / failed; the
+throughput; the last hour of pending / running / workers / desired replicas with the
+scaling decisions on the same time axis (adapters/timeline: saved in Redis, so it
+survives a restart); the running jobs with their function, redacted arguments, elapsed
+time and `meta['progress']`; the dead letters with their traceback and their total.
+
+Read-only on purpose: it has no authentication, so it offers no action (requeue and
+delete are the plugin's, under the user's own RBAC) and binds to 127.0.0.1 by default.
 """
 
 from __future__ import annotations
 
-import time
 from importlib import resources
 from typing import Any
 
 import redis.exceptions
 from aiohttp import web
-from taskqueue_contract import registries
-from taskqueue_contract.job_data import decompress, exception_text, loads
-from taskqueue_contract.keys import Keys
+from taskqueue_contract import timestamps
+from taskqueue_contract.redaction import redact
 
+from taskqueue_operator.adapters import job_views
+from taskqueue_operator.api.models import TaskQueue
+from taskqueue_operator.controller import TaskQueueLoop
+from taskqueue_operator.observation import RedisObservation
+from taskqueue_operator.reconcile.status import condition_healthy
 from taskqueue_operator.registry import LoopRegistry
 
-DLQ_LIMIT = 50
+CONDITION_FIELDS = ("type", "status", "reason", "message", "lastTransitionTime")
 
 
-async def _dead_letters(
-    client: Any, prefix: str, queues: list[str], now: float | None = None
-) -> list[dict[str, Any]]:
-    """The newest live dead letters: the entries the status's DEAD column counts."""
-    keys = Keys(prefix)
-    now = time.time() if now is None else now
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        registries.live_entries(pipe, keys.failed(queue), now, newest_first=True, limit=DLQ_LIMIT)
-    found: list[dict[str, Any]] = []
-    for queue, entries in zip(queues, await pipe.execute(), strict=True):
-        for job_id, _score in entries:
-            found.append({"queue": queue, "id": job_id.decode()})
-    if not found:
+def _health(status: dict[str, Any]) -> dict[str, Any]:
+    """The `Ready` condition, as `kubectl get tq` shows it in STATUS."""
+    conditions = status.get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is None:
+        return {"ready": None, "reason": "NotObservedYet", "message": "no tick has run yet"}
+    return {
+        "ready": ready.get("status") == "True",
+        "reason": ready.get("reason") or "",
+        "message": ready.get("message") or "",
+    }
+
+
+def _queues(redis: RedisObservation | None, now: float) -> list[dict[str, Any]]:
+    if redis is None:
         return []
-    pipe = client.pipeline(transaction=False)
-    for job in found:
-        pipe.hmget(keys.job(job["id"]), "description", "ended_at")
-        pipe.xrevrange(keys.results(job["id"]), count=1)
-    replies = await pipe.execute()
-    for index, job in enumerate(found):
-        description, ended = replies[2 * index]
-        results = replies[2 * index + 1]
-        exception = ""
-        if results:
-            fields = results[0][1]
-            text = (exception_text(fields.get(b"exc_string")) or "").strip()
-            exception = text.splitlines()[-1] if text else ""
-        job.update(
-            description=(description or b"").decode(errors="replace"),
-            failed_at=(ended or b"").decode(),
-            exception=exception,
+    rows = []
+    for queue in redis.queues:
+        oldest = timestamps.epoch(queue.oldest_enqueued_at)
+        rows.append(
+            {
+                "name": queue.name,
+                "pending": queue.pending,
+                "running": queue.running,
+                "scheduled": queue.scheduled + queue.deferred,
+                "failed": queue.failed,
+                "finished": queue.finished,
+                "oldestWaitSeconds": None if oldest is None else round(max(0.0, now - oldest), 1),
+            }
         )
-    return found[:DLQ_LIMIT]
+    return rows
 
 
-async def _progress(client: Any, prefix: str, job_ids: list[str]) -> dict[str, float | None]:
-    if not job_ids:
+def _spec(taskqueue: TaskQueue | None) -> dict[str, Any]:
+    if taskqueue is None:
         return {}
-    keys = Keys(prefix)
-    pipe = client.pipeline(transaction=False)
-    for job_id in job_ids:
-        pipe.hget(keys.job(job_id), "meta")
-    progress: dict[str, float | None] = {}
-    for job_id, raw in zip(job_ids, await pipe.execute(), strict=True):
-        meta = loads(decompress(raw)).value if raw else None
-        value = meta.get("progress") if isinstance(meta, dict) else None
-        progress[job_id] = float(value) if isinstance(value, int | float) else None
-    return progress
+    spec = taskqueue.spec
+    scaling = spec.scaling
+    summary: dict[str, Any] = {"queues": list(spec.queues)}
+    if scaling is None:
+        summary["replicas"] = spec.fixed_replicas
+    else:
+        summary["scaling"] = {
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "targetBacklogPerWorker": scaling.target_backlog_per_worker,
+            "targetQueueSeconds": scaling.target_queue_seconds,
+        }
+    return summary
+
+
+async def _jobs(loop: TaskQueueLoop, taskqueue: TaskQueue | None) -> dict[str, Any]:
+    """Running jobs and dead letters, read from Redis now (the loop observes counts only)."""
+    observation = loop.last_observation
+    empty: dict[str, Any] = {"jobs": [], "total": None}
+    found: dict[str, Any] = {"running": empty, "deadLetters": empty, "jobsError": None}
+    if taskqueue is None or observation is None or observation.redis is None:
+        return found
+    prefix = taskqueue.spec.redis.key_prefix
+    now = observation.time
+    try:
+        client = await loop.redis_client(taskqueue, now)
+        running, running_total = await job_views.running_jobs(
+            client, prefix, observation.redis.live_workers, now
+        )
+        letters, dead_total = await job_views.dead_letters(
+            client, prefix, list(taskqueue.spec.queues), now
+        )
+    except (TimeoutError, OSError, redis.exceptions.RedisError) as error:
+        found["jobsError"] = redact(f"{type(error).__name__}: {error}")[:500]
+        return found
+    found["running"] = {"jobs": running, "total": running_total}
+    found["deadLetters"] = {"jobs": letters, "total": dead_total}
+    return found
+
+
+async def taskqueue_view(loop: TaskQueueLoop) -> dict[str, Any]:
+    """Everything the page shows of one TaskQueue."""
+    taskqueue = loop.parse()
+    status = loop.state.status or {}
+    observation = loop.last_observation
+    redis = observation.redis if observation is not None else None
+    points = loop.timeline.points
+    last = points[-1] if points else {}
+    return {
+        "namespace": loop.namespace,
+        "name": loop.name,
+        "spec": _spec(taskqueue),
+        "health": _health(status),
+        "conditions": [
+            {**{key: c.get(key) for key in CONDITION_FIELDS}, "healthy": condition_healthy(c)}
+            for c in status.get("conditions") or []
+        ],
+        "summary": {
+            "pending": redis.pending if redis else status.get("pending"),
+            "running": redis.running if redis else status.get("running"),
+            "dead": redis.failed if redis else status.get("deadLetters"),
+            "workers": len(redis.live_workers) if redis else None,
+            "desired": last.get("desired", status.get("desiredReplicas")),
+            "ready": last.get("ready", status.get("readyReplicas")),
+            "finishedPerMinute": last.get("finishedPerMinute"),
+            "failedPerMinute": last.get("failedPerMinute"),
+        },
+        "observedAt": None if observation is None else observation.time,
+        "redisError": None if observation is None else observation.redis_error,
+        "queues": _queues(redis, observation.time if observation else 0.0),
+        "history": list(points),
+        "scaleEvents": list(loop.timeline.scale_events),
+        "historySaveError": loop.timeline.save_error,
+        **await _jobs(loop, taskqueue),
+    }
 
 
 async def snapshot(registry: LoopRegistry) -> list[dict[str, Any]]:
-    """Everything the page shows, read from the loops (and Redis for DLQ and progress)."""
-    pages = []
-    for (namespace, name), loop in sorted(registry.loops.items()):
-        taskqueue = loop.parse()
-        observation = loop.last_observation
-        workers: list[dict[str, Any]] = []
-        dead: list[dict[str, Any]] = []
-        if taskqueue is not None and observation is not None and observation.redis is not None:
-            prefix = taskqueue.spec.redis.key_prefix
-            try:
-                client = await loop.redis_client(taskqueue, observation.time)
-                busy = [w for w in observation.redis.live_workers]
-                progress = await _progress(client, prefix, [j for w in busy for j in w.job_ids])
-                workers = [
-                    {
-                        "name": w.name,
-                        "pod": w.hostname,
-                        "state": w.state,
-                        "jobs": [{"id": j, "progress": progress.get(j)} for j in w.job_ids],
-                    }
-                    for w in busy
-                ]
-                dead = await _dead_letters(client, prefix, list(taskqueue.spec.queues))
-            except (TimeoutError, redis.exceptions.RedisError, OSError):
-                pass  # the charts still show; the condition says Redis is down
-        pages.append(
-            {
-                "namespace": namespace,
-                "name": name,
-                "history": list(loop.history),
-                "scaleEvents": list(loop.scale_events),
-                "workers": workers,
-                "deadLetters": dead,
-            }
-        )
-    return pages
+    """The page's data: every TaskQueue this operator runs (none on a standby)."""
+    return [await taskqueue_view(loop) for _key, loop in sorted(registry.loops.items())]
 
 
 def application(registry: LoopRegistry) -> web.Application:
@@ -128,7 +164,7 @@ def application(registry: LoopRegistry) -> web.Application:
     return app
 
 
-async def serve(registry: LoopRegistry, port: int, host: str = "0.0.0.0") -> web.AppRunner:
+async def serve(registry: LoopRegistry, port: int, host: str = "127.0.0.1") -> web.AppRunner:
     runner = web.AppRunner(application(registry))
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

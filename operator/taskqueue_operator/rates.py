@@ -132,3 +132,32 @@ class JobCounters:
     def queues(self) -> list[str]:
         """The queue labels with a counter, in a stable order."""
         return sorted(set(self.finished) | set(self.failed))
+
+
+@dataclass
+class Throughput:
+    """Jobs finished and failed per minute over the last `window` seconds, from monotonic
+    totals (`JobCounters`' sums) sampled once per tick. Pure.
+
+    A total that goes down (it cannot within one loop, but a caller may hand in fresh
+    counters) starts the window afresh rather than showing a negative rate."""
+
+    window: float = 60.0
+    samples: deque[tuple[float, int, int]] = field(default_factory=deque)
+
+    def update(self, time: float, finished: int, failed: int) -> None:
+        if self.samples and (finished < self.samples[-1][1] or failed < self.samples[-1][2]):
+            self.samples.clear()
+        self.samples.append((time, finished, failed))
+        while len(self.samples) > 2 and self.samples[1][0] <= time - self.window:
+            self.samples.popleft()
+
+    def per_minute(self) -> tuple[float | None, float | None]:
+        """(finished, failed) per minute; None before two samples 5 s apart."""
+        if len(self.samples) < 2:
+            return None, None
+        (t0, finished0, failed0), (t1, finished1, failed1) = self.samples[0], self.samples[-1]
+        if t1 - t0 < 5.0:
+            return None, None
+        scale = 60.0 / (t1 - t0)
+        return round((finished1 - finished0) * scale, 2), round((failed1 - failed0) * scale, 2)

@@ -179,14 +179,8 @@ def decode_meta(record: JobRecord) -> safe_pickle.Decoded:
 
 def decode_call(record: JobRecord) -> tuple[Any, Any, safe_pickle.Decoded]:
     """(args, kwargs, decoded) of the job's call, placeholders for classes not imported."""
-    if not record.raw_data:
-        return None, None, safe_pickle.Decoded(None, set(), "the job has no data")
-    decoded = safe_pickle.loads(safe_pickle.decompress(record.raw_data))
-    value = decoded.value
-    if decoded.error or not isinstance(value, list | tuple) or len(value) != 4:
-        return None, None, decoded
-    _func, _instance, args, kwargs = value
-    return args, kwargs, decoded
+    call = safe_pickle.decode_call(record.raw_data)
+    return call.args, call.kwargs, call.decoded
 
 
 # ------------------------------------------------------------------ registry entries

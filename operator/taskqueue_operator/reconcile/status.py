@@ -60,6 +60,21 @@ class Health:
     suspended: bool = False
 
 
+# kstatus' "abnormal-true" conditions: True means something needs attention. The others
+# (Ready, ChildrenApplied, RedisReachable, RedisEvictionSafe) are healthy when True.
+ABNORMAL_WHEN_TRUE = frozenset(
+    {"Reconciling", "Stalled", "WorkersSuspended", "DeadLetters", "ScalingLimited"}
+)
+
+
+def condition_healthy(condition: dict[str, Any]) -> bool:
+    """Whether a condition of ours is in its good state (Unknown never is)."""
+    status = condition.get("status")
+    if condition.get("type") in ABNORMAL_WHEN_TRUE:
+        return status == "False"
+    return status == "True"
+
+
 def _condition(
     previous: dict[str, Condition],
     kind: str,

@@ -92,3 +92,18 @@ def test_unknown_bytes_are_reported_not_raised() -> None:
 def test_decompress_accepts_plain_data() -> None:
     assert safe_pickle.decompress(zlib.compress(b"abc")) == b"abc"
     assert safe_pickle.decompress(b"abc") == b"abc"
+
+
+def test_decode_call_reads_the_pickled_call_without_importing_it() -> None:
+    import pickle
+    import zlib
+
+    from taskqueue_contract.job_data import decode_call
+
+    raw = zlib.compress(pickle.dumps(("app.tasks.run", None, ("AAPL", 3), {"fast": True})))
+    call = decode_call(raw)
+    assert (call.function, call.args, call.kwargs) == ("app.tasks.run", ("AAPL", 3), {"fast": True})
+    missing = decode_call(None)
+    assert missing.function is None and missing.decoded.error == "the job has no data"
+    broken = decode_call(b"\x80\x05garbage")
+    assert broken.args is None and broken.decoded.error
