@@ -4,8 +4,11 @@ tests, upgrades and uninstalls; its RBAC is what the operator needs and no more.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +20,7 @@ from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wai
 from rq import Queue
 from testbed.cluster import Cluster
 from testbed.manifests import host_service, object_list
+from testbed.ports import free_port
 from testbed.redis_server import RedisServer
 
 NOOP = "taskqueue_worker.examples.noop"
@@ -248,6 +252,8 @@ def test_install_test_upgrade_uninstall(
         assert "_created" not in scraped
         assert not [line for line in scraped.splitlines() if line.startswith("rq_")]
 
+        dashboard_reached_by_port_forward_only(cluster, namespace, deployment, pods[0])
+
         # The chart's tests: the operator is up, and a TaskQueue of the test's own (1
         # worker pod Ready, the TaskQueue Ready, one job finished, deleted). Its pod is
         # deleted once it succeeds: its log is followed while it runs.
@@ -326,6 +332,49 @@ def test_install_test_upgrade_uninstall(
         ).returncode
         != 0
     )
+
+
+def dashboard_reached_by_port_forward_only(
+    cluster: Cluster, namespace: str, deployment: str, pod: dict[str, Any]
+) -> None:
+    """The README's way in: `kubectl port-forward deploy/<release>-taskqueue-operator 8081`.
+    The dashboard has no authentication, so inside the pod it binds to 127.0.0.1: the
+    pod's own address does not serve it (while its metrics port, on all addresses, does)."""
+    local = free_port()
+    forward = subprocess.Popen(
+        [
+            *(str(cluster.kubectl_bin), "--kubeconfig", str(cluster.kubeconfig), "-n", namespace),
+            *("port-forward", f"deploy/{deployment}", f"{local}:8081"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def served() -> list[dict[str, Any]] | None:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{local}/api/taskqueues", timeout=5
+                ) as reply:
+                    views = json.loads(reply.read())
+            except OSError:
+                return None
+            return views if any(v["name"] == "viahelm" and v["conditions"] for v in views) else None
+
+        views = wait_for(served, 60, 0.5, "the dashboard through kubectl port-forward")
+        (view,) = [v for v in views if v["name"] == "viahelm"]
+        assert view["health"]["reason"], view["health"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{local}/", timeout=5) as reply:
+            assert "<title>TaskQueues</title>" in reply.read().decode()
+    finally:
+        forward.terminate()
+        forward.wait(timeout=10)
+    if cluster.state_dir is not None:  # the test bed routes to pod IPs from this machine
+        pod_ip = pod["status"]["podIP"]
+        with socket.create_connection((pod_ip, 9090), timeout=5):
+            pass  # the path to the pod works
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((pod_ip, 8081), timeout=5).close()
 
 
 def follow_log(kube: Kubectl, pod: str, into: list[str]) -> None:
