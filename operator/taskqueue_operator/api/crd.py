@@ -40,6 +40,8 @@ CRD_PATHS = [
     REPO_ROOT / "crds" / CRD_FILE,
     REPO_ROOT / "charts" / "taskqueue-operator" / "crds" / CRD_FILE,
 ]
+# The page that explains the spec; its field reference is generated between the markers.
+REFERENCE_DOC = REPO_ROOT / "docs" / "taskqueue-spec.md"
 
 # JSON Schema keywords that Kubernetes' structural schemas accept as they are.
 _KEPT = {
@@ -230,19 +232,21 @@ def render() -> str:
 
 
 def render_reference() -> str:
-    """The README's field reference (between its markers), from this CRD's spec schema."""
+    """The field reference of docs/taskqueue-spec.md (between its markers), from this CRD's
+    spec schema."""
     return reference.render_reference(openapi_schema()["properties"]["spec"])
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="Write (or --check) the generated TaskQueue CRD and the README's reference."
+        description="Write (or --check) the generated TaskQueue CRD and the field reference "
+        "in docs/taskqueue-spec.md."
     )
     parser.add_argument("--check", action="store_true", help="fail if a checked-in copy differs")
     parser.add_argument(
         "--reference",
         action="store_true",
-        help="print the README's generated field reference (markers included) and exit",
+        help="print the generated field reference (markers included) and exit",
     )
     options = parser.parse_args(argv)
     if options.reference:
@@ -250,16 +254,23 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     text = render()
     stale = [path for path in CRD_PATHS if not path.exists() or path.read_text() != text]
-    readme = REPO_ROOT / "README.md"
-    if readme.exists():
-        current = readme.read_text()
-        updated = reference.update_readme(current, render_reference())
+    doc = REFERENCE_DOC
+    if doc.exists():
+        current = doc.read_text()
+        try:
+            updated = reference.update_document(current, render_reference())
+        except ValueError:
+            print(
+                f"{doc} lacks the markers {reference.BEGIN} ... {reference.END}",
+                file=sys.stderr,
+            )
+            return 1
         if updated != current:
             if options.check:
-                stale.append(readme)
+                stale.append(doc)
             else:
-                readme.write_text(updated)
-                print(f"wrote {readme}")
+                doc.write_text(updated)
+                print(f"wrote {doc}")
     if options.check:
         for path in stale:
             print(f"{path} is out of date: run taskqueue-crd", file=sys.stderr)

@@ -3,7 +3,8 @@
 The CRD's OpenAPI schema and CEL rules are generated from these models (see `crd.py`).
 Every cross-field rule exists twice on purpose: as a CEL rule, so `kubectl apply` refuses
 a bad manifest, and as a pydantic validator, so the operator never acts on one either.
-Field docstrings become the CRD's descriptions and the README's reference.
+Field docstrings become the CRD's descriptions and the field reference in
+docs/taskqueue-spec.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The README's TaskQueue reference: a Markdown table rendered from the CRD's spec schema.
+"""The TaskQueue field reference: a Markdown table rendered from the CRD's spec schema.
 
 Pure rendering, no imports of our own: `crd.py` passes the schema in (`taskqueue-crd
---reference` prints the block; `taskqueue-crd` writes it into the README between the
-markers; `--check` and a unit test fail when it drifts). Values print as JSON
+--reference` prints the block; `taskqueue-crd` writes it into docs/taskqueue-spec.md
+between the markers; `--check` and a unit test fail when it drifts). Values print as JSON
 (`true`, `"rq"`), as users write them in YAML.
 """
 
@@ -68,7 +68,8 @@ def render_reference(spec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(text: str, block: str) -> str:
-    """Replace the generated block of the README (between the markers) with `block`."""
+def update_document(text: str, block: str) -> str:
+    """Replace the generated block of a Markdown document (between the markers) with `block`.
+    Raises ValueError when the document lacks either marker."""
     start, end = text.index(BEGIN), text.index(END) + len(END)
     return text[:start] + block + text[end:]

@@ -120,15 +120,26 @@ def test_structural_rewrites_optional_and_int_or_string() -> None:
     }
 
 
-def test_readme_reference_is_generated(capsys: pytest.CaptureFixture[str]) -> None:
-    readme = (crd.REPO_ROOT / "README.md").read_text()
+def test_spec_page_reference_is_generated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert crd.REFERENCE_DOC == crd.REPO_ROOT / "docs" / "taskqueue-spec.md"
+    page = crd.REFERENCE_DOC.read_text()
     # The marker names the flag that prints the block: it exists and prints exactly it.
     assert "taskqueue-crd --reference" in reference.BEGIN
     assert crd.main(["--reference"]) == 0
     block = capsys.readouterr().out.rstrip("\n")
     assert block == crd.render_reference()
-    assert block in readme, "run `taskqueue-crd`"
-    assert reference.update_readme(readme, block) == readme
+    assert block in page, "run `taskqueue-crd`"
+    assert reference.update_document(page, block) == page
+    # One copy only: the README links to the page instead of holding a second table.
+    assert reference.BEGIN not in (crd.REPO_ROOT / "README.md").read_text()
+
+
+def test_update_document_needs_both_markers() -> None:
+    block = crd.render_reference()
+    with pytest.raises(ValueError):
+        reference.update_document("# a page without markers\n", block)
+    stale = f"before\n{reference.BEGIN}\nold\n{reference.END}\nafter\n"
+    assert reference.update_document(stale, block) == f"before\n{block}\nafter\n"
 
 
 def test_reference_prints_yaml_values_not_python() -> None:
