@@ -89,6 +89,8 @@ class ChildCache:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     vanished_pods: dict[str, float] = field(default_factory=dict)
     """Pods we saw and then saw go (deleted, or finished for good), with when."""
+    pods_seen_at: dict[str, float] = field(default_factory=dict)
+    """When each live pod's first event came."""
     dirty: bool = True
 
     def record(self, kind: str, event_type: str, body: dict[str, Any]) -> bool:
@@ -106,9 +108,11 @@ class ChildCache:
             phase = (body.get("status") or {}).get("phase")
             if gone or phase in ("Failed", "Succeeded"):  # evicted or done: its worker is dead
                 self.pods.pop(name, None)
+                self.pods_seen_at.pop(name, None)
                 self.vanished_pods[name] = time.time()
             else:
                 self.pods[name] = body
+                self.pods_seen_at.setdefault(name, time.time())
             return False  # pods never need a reconcile, only the next tick's bookkeeping
         else:
             raise ValueError(f"unexpected child kind {kind}")
@@ -160,6 +164,7 @@ class ChildCache:
             cronjobs=dict(self.cronjobs),
             pods=dict(self.pods),
             vanished_pods=dict(self.vanished_pods),
+            pods_seen_at=dict(self.pods_seen_at),
             changed=self.dirty,
         )
         self.dirty = False
@@ -500,4 +505,5 @@ class TaskQueueLoop:
             ),
             jobs_finished=tuple((q, counters.finished[q]) for q in counters.queues()),
             jobs_failed=tuple((q, counters.failed[q]) for q in counters.queues()),
+            pod_start_seconds=self.state.pod_starts.median,
         )

@@ -70,6 +70,8 @@ class TaskQueueSample:
     target_backlog_per_worker: int | None = None
     max_replicas: int | None = None
     """spec.scaling.maxReplicas, or the fixed spec.replicas without autoscaling."""
+    pod_start_seconds: float | None = None
+    """Median pod start measured by this loop (status.podStart.seconds)."""
     jobs_finished: tuple[tuple[str, int], ...] = ()
     """(queue, total) of the loop's monotonic counters (rates.JobCounters)."""
     jobs_failed: tuple[tuple[str, int], ...] = ()
@@ -144,8 +146,16 @@ class TaskQueueCollector(Collector):
             "spec.scaling.maxReplicas, or spec.replicas without autoscaling.",
             labels=_TQ,
         )
+        pod_start = GaugeMetricFamily(
+            "taskqueue_pod_start_seconds",
+            "Median seconds from a worker pod's creation to its RQ worker registered in "
+            "Redis, over the last 20 pods this operator saw start.",
+            labels=_TQ,
+        )
         for sample in self.source():
             labels = [sample.namespace, sample.name]
+            if sample.pod_start_seconds is not None:
+                pod_start.add_metric(labels, sample.pod_start_seconds)
             observation = sample.observation
             deployment = observation.deployment
             replicas.add_metric([*labels, "desired"], sample.desired_replicas)
@@ -192,6 +202,7 @@ class TaskQueueCollector(Collector):
             target_wait,
             target_backlog,
             max_replicas,
+            pod_start,
         )
 
 

@@ -135,6 +135,9 @@ class ChildrenSnapshot:
     pods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     vanished_pods: Mapping[str, float] = field(default_factory=dict)
     """Pods we saw and then saw go (deleted, or finished for good), with when."""
+    pods_seen_at: Mapping[str, float] = field(default_factory=dict)
+    """When the watch first told us of each live pod (ms precision, unlike the pod's
+    creationTimestamp): where a pod start is measured from."""
     changed: bool = True
     """A watch event (or our own write) changed them since the last tick's check."""
 

@@ -556,6 +556,15 @@ class ScheduleStatus(ApiModel):
     last_schedule_time: str | None = None
 
 
+class PodStartStatus(ApiModel):
+    """How long a new worker pod takes to serve: from the pod's creation to its RQ worker
+    registered in Redis (image pull, container start, Python imports, Redis connect)."""
+
+    seconds: float = Field(description="Median over the last 20 pods measured.")
+    last_seconds: float = Field(description="The most recent pod's.")
+    samples: int = Field(description="Pods the median rests on (at most 20).")
+
+
 class RequeueStatus(ApiModel):
     """The last `taskqueue.dev/requeue-failed` annotation token the operator acted on."""
 
@@ -588,6 +597,7 @@ class TaskQueueStatus(ApiModel):
     last_scale_time: str | None = None
     last_scale_reason: str | None = None
     requeue: RequeueStatus | None = None
+    pod_start: PodStartStatus | None = None
     conditions: list[Condition] | None = None
 
 

@@ -48,6 +48,7 @@ from taskqueue_operator.reconcile.effects import (
 )
 from taskqueue_operator.reconcile.fields import with_user_fields
 from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
+from taskqueue_operator.reconcile.pod_start import PodStarts, measure
 from taskqueue_operator.reconcile.pods import pod_problems
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
 from taskqueue_operator.reconcile.status import (
@@ -56,6 +57,7 @@ from taskqueue_operator.reconcile.status import (
     ScaleInfo,
     build_status,
     patch_due,
+    pod_start_status,
     status_dict,
 )
 from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
@@ -104,6 +106,7 @@ class LoopState:
     recovered_jobs: int = 0
     scale_deferred: bool = False
     """Last tick marked pods (deletion costs) for a scale-down it then held back."""
+    pod_starts: PodStarts = field(default_factory=PodStarts)
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,9 @@ def plan(
     if observation.redis is not None:
         state, recovery = _recovery(taskqueue, observation, state)
         effects += recovery
+        seen = observation.children
+        starts = measure(state.pod_starts, seen.pods, seen.pods_seen_at, observation.redis.workers)
+        state = replace(state, pod_starts=starts)
 
     scale, decision_reason, state, scaling = _scaling(taskqueue, observation, state, suspended)
     effects += scaling
@@ -188,7 +194,13 @@ def plan(
 
     health = _health(taskqueue, observation, state, problems, suspended, refused_by_dry_run)
     built = build_status(
-        taskqueue, observation, scale, state.status_model, state.requeue, health=health
+        taskqueue,
+        observation,
+        scale,
+        state.status_model,
+        state.requeue,
+        health=health,
+        pod_start=pod_start_status(state.pod_starts),
     )
     status = status_dict(built)
     if patch_due(

@@ -11,6 +11,7 @@ from taskqueue_contract.timestamps import format_kubernetes
 
 from taskqueue_operator.api.models import (
     Condition,
+    PodStartStatus,
     QueueStatus,
     RequeueStatus,
     TaskQueue,
@@ -19,6 +20,7 @@ from taskqueue_operator.api.models import (
 )
 from taskqueue_operator.observation import Observation
 from taskqueue_operator.reconcile.labels import selector_string, worker_selector
+from taskqueue_operator.reconcile.pod_start import PodStarts
 from taskqueue_operator.reconcile.pods import PodProblem
 
 # Fields that move with every job; everything else is "structure" and is patched at once.
@@ -67,6 +69,19 @@ ABNORMAL_WHEN_TRUE = frozenset(
 )
 
 
+def pod_start_status(starts: PodStarts) -> PodStartStatus | None:
+    """The measured pod starts for the status; None before the first (the previous
+    status' figure is kept then: an operator restart measures afresh)."""
+    median = starts.median
+    if median is None:
+        return None
+    return PodStartStatus(
+        seconds=round(median, 2),
+        last_seconds=round(starts.samples[-1], 2),
+        samples=len(starts.samples),
+    )
+
+
 def condition_healthy(condition: dict[str, Any]) -> bool:
     """Whether a condition of ours is in its good state (Unknown never is)."""
     status = condition.get("status")
@@ -105,6 +120,7 @@ def build_status(
     previous: TaskQueueStatus | None,
     requeue: RequeueStatus | None = None,
     health: Health | None = None,
+    pod_start: PodStartStatus | None = None,
 ) -> TaskQueueStatus:
     """The status to report. Counters survive a Redis outage: they show the last known values."""
     previous = previous or TaskQueueStatus()
@@ -183,6 +199,7 @@ def build_status(
         last_observed_time=now if redis is not None else previous.last_observed_time,
         last_scale_time=scale.last_scale_time or previous.last_scale_time,
         last_scale_reason=scale.last_scale_reason or previous.last_scale_reason,
+        pod_start=pod_start or previous.pod_start,
         requeue=requeue or previous.requeue,
         conditions=conditions,
     )
