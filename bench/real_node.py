@@ -20,6 +20,9 @@ baseline from the same run:
    TaskQueue with minReplicas 1 (a worker already running).
 3. scale-down: for each cold run, from the operator setting the Deployment's replicas to 0
    (Deployment watch) until the pod object is deleted, and until its container exited.
+5. recovery (test bed only): `--kills` times, SIGKILL the worker process of a pod running
+   a job: kill -> job requeued by the operator. Baseline: kill -> the container's death
+   seen in a pod watch (the kubelet's report, which bounds any pod-watching controller).
 4. images: one `testbed.images.ensure_images()` call (cached after the test bed's own):
    its time and each image's archive size. Cold/warm build times: bench/images.py.
 
@@ -31,6 +34,7 @@ asserts; exit code 1 only when a step fails (a timeout), with the reason.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
@@ -59,8 +63,11 @@ from e2e_helpers import (  # noqa: E402
     install_crd,
     make_secret,
     taskqueue_manifest,
+    wait_for,
 )
 from rq import Queue  # noqa: E402
+from rq.command import send_stop_job_command  # noqa: E402
+from rq.exceptions import InvalidJobOperation  # noqa: E402
 from rq.job import Job  # noqa: E402
 from taskqueue_contract.keys import Keys  # noqa: E402
 from testbed.cluster import Cluster, open_cluster  # noqa: E402
@@ -69,6 +76,7 @@ from testbed.redis_server import RedisServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "real_node.json"
 NOOP = "taskqueue_worker.examples.noop"
+SLEEP = "taskqueue_worker.examples.sleep"
 SLEEP_COMMAND = ["python", "-c", "import time; time.sleep(600)"]
 TASKQUEUE_LABEL = "taskqueue.dev/taskqueue"
 BENCH_LABEL = "bench.taskqueue.dev/pod-start"
@@ -99,6 +107,10 @@ class PodTimes:
     terminated: float | None = None
     deleting: float | None = None
     deleted: float | None = None
+    restarts: int = 0
+    exited: bool = False
+    deaths: list[float] = field(default_factory=list)
+    """When the watch first told of each container death (exit or restart)."""
 
 
 class Watcher:
@@ -211,6 +223,10 @@ class PodWatcher(Watcher):
         exited = any(s.state and s.state.terminated for s in status.container_statuses or [])
         if exited and times.terminated is None:
             times.terminated = now
+        restarts = sum(s.restart_count or 0 for s in status.container_statuses or [])
+        if restarts > times.restarts or (exited and not times.exited):
+            times.deaths.append(now)
+        times.restarts, times.exited = max(restarts, times.restarts), exited
 
     def live(self, label: str, value: str) -> list[str]:
         """Pods with `label` = `value` not deleted yet (call under the lock)."""
@@ -557,6 +573,84 @@ def cold_start(
     return result
 
 
+# --- 5. recovery ------------------------------------------------------------------------
+
+
+def kill_one(
+    cluster: Cluster, kube: Kubectl, client: redis.Redis, pods: PodWatcher, job: Job, timeout: float
+) -> dict[str, float]:
+    """Kill the process running `job`; seconds until requeued and until the pod watch saw it."""
+    wait_for(lambda: job.get_status(refresh=True) == "started", timeout, 0.05, "job started")
+    worker = Job.fetch(job.id, connection=client).worker_name
+    pod = (client.hget(f"rq:worker:{worker}", "hostname") or b"").decode()
+    pid = cluster.container_pid(kube.namespace, pod, "worker")
+    if pid is None:
+        raise BenchFailure(f"no worker process found for pod {pod}")
+    with pods.changed:
+        known = len(pods.pods[pod].deaths) if pod in pods.pods else 0
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(
+        lambda: (Job.fetch(job.id, connection=client).meta or {}).get("taskqueue_abandoned"),
+        timeout,
+        0.01,
+        "the job requeued by the operator",
+    )
+    requeued = time.monotonic() - killed
+    seen = pods.wait(
+        lambda: len(pods.pods[pod].deaths) > known and pods.pods[pod].deaths[known],
+        timeout,
+        f"the death of {pod} in the pod watch",
+    )
+    # The other worker has taken it: stop it there, so the next kill finds an idle worker.
+    wait_for(lambda: job.get_status(refresh=True) == "started", timeout, 0.05, "job rerun")
+    with contextlib.suppress(InvalidJobOperation):
+        send_stop_job_command(client, job.id)
+    return {"requeued": requeued, "api_death": seen - killed}
+
+
+def recovery(
+    cluster: Cluster,
+    kube: Kubectl,
+    client: redis.Redis,
+    pods: PodWatcher,
+    kills: int,
+    timeout: float,
+) -> dict[str, Any]:
+    """SIGKILL the worker process of a busy pod `kills` times: from the kill until the
+    operator has requeued its job (the job's `taskqueue_abandoned` mark, polled every
+    10 ms). Baseline: until the pod watch tells of the container's death, which no
+    controller watching pods can beat (the kubelet's PLEG relists every second)."""
+    queue = f"kill-{kube.namespace[-6:]}"
+    kube.apply(taskqueue_manifest("kill", queues=[queue], replicas=2))
+    rq_queue = Queue(queue, connection=client)
+    samples: list[dict[str, float]] = []
+    for index in range(kills):
+        wait_for(lambda: client.scard(f"rq:workers:{queue}") >= 2, timeout, 0.1, "2 workers")
+        sample = kill_one(
+            cluster,
+            kube,
+            client,
+            pods,
+            rq_queue.enqueue(SLEEP, 30, job_timeout=60, retry=None),
+            timeout,
+        )
+        samples.append(sample)
+        print(
+            f"kill {index}: death in the pod watch {sample['api_death']:.3f}s, "
+            f"job requeued {sample['requeued']:.3f}s",
+            flush=True,
+        )
+    kube.run("delete", "taskqueue", "kill", "--wait=false")
+    result: dict[str, Any] = {
+        "samples": samples,
+        "requeued": summary([s["requeued"] for s in samples]),
+        "api_death": summary([s["api_death"] for s in samples]),
+    }
+    result["ratio"] = ratio(result["requeued"], result["api_death"])
+    return result
+
+
 # --- 4. images ---------------------------------------------------------------------------
 
 
@@ -636,6 +730,11 @@ def print_table(report: dict[str, Any]) -> None:
         print(row("replicas 0 -> pod marked for deletion", down["decision_to_deleting"]))
         print(row("replicas 0 -> container exited", down["decision_to_exit"]))
         print(row("replicas 0 -> pod object gone", down["decision_to_gone"]))
+    if killed := report.get("recovery"):
+        print("\n5. a busy worker's process SIGKILLed -> ..., ratio to the pod watch at p50")
+        print(header)
+        print(row("job requeued by the operator", killed["requeued"], killed["api_death"]))
+        print(row("baseline: death seen in a pod watch", killed["api_death"]))
     if images := report.get("images"):
         print(f"\n4. images: ensure_images() took {images['ensure_images_s']:.1f}s")
         for image in images["images"]:
@@ -680,6 +779,11 @@ def bench(cluster: Cluster, options: argparse.Namespace, report: dict[str, Any])
             report["cold_start"] = cold_start(
                 cluster, kube, client, deployments, pods, options.runs, options.timeout
             )
+        if options.kills and cluster.state_dir is not None:
+            print(f"recovery: {options.kills} busy workers killed", flush=True)
+            report["recovery"] = recovery(
+                cluster, kube, client, pods, options.kills, options.timeout
+            )
         if cluster.state_dir is not None:
             report["images"] = image_figures(cluster)
         else:
@@ -697,6 +801,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=20, help="worker pods (and as many baseline)")
     parser.add_argument("--runs", type=int, default=20, help="cold runs (and as many warm)")
+    parser.add_argument(
+        "--kills", type=int, default=10, help="busy workers SIGKILLed (test bed only)"
+    )
     parser.add_argument("--kubeconfig", type=Path, default=None, help="an existing cluster")
     parser.add_argument("--pod-redis-host", default=None, help="with --kubeconfig: this machine")
     parser.add_argument("--timeout", type=float, default=180.0, help="per step, seconds")

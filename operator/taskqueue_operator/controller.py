@@ -36,6 +36,7 @@ from taskqueue_operator.observation import (
     deployment_observation,
 )
 from taskqueue_operator.rates import JobCounters, OutcomeWindow
+from taskqueue_operator.reconcile.abandoned import worker_died
 from taskqueue_operator.reconcile.effects import Outcome, Scale
 from taskqueue_operator.reconcile.plan import (
     VANISHED_POD_MEMORY_SECONDS,
@@ -47,6 +48,7 @@ from taskqueue_operator.reconcile.plan import (
     record_outcomes,
 )
 from taskqueue_operator.reconcile.status import invalid_spec_message, invalid_spec_status
+from taskqueue_operator.reconcile.workers import WORKER_CONTAINER
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ class ChildCache:
     dirty: bool = True
 
     def record(self, kind: str, event_type: str, body: dict[str, Any]) -> bool:
-        """Keep the latest state; True when the children need a drift check."""
+        """Keep the latest state; True when the loop should tick now: the children need a
+        drift check, or a worker died (its jobs are recovered without waiting for a poll)."""
         name = body["metadata"]["name"]
         gone = event_type == "DELETED"
         if kind == "Deployment":
@@ -106,14 +109,16 @@ class ChildCache:
                 self.cronjobs[name] = body
         elif kind == "Pod":
             phase = (body.get("status") or {}).get("phase")
+            before = self.pods.get(name)
             if gone or phase in ("Failed", "Succeeded"):  # evicted or done: its worker is dead
                 self.pods.pop(name, None)
                 self.pods_seen_at.pop(name, None)
                 self.vanished_pods[name] = time.time()
-            else:
-                self.pods[name] = body
-                self.pods_seen_at.setdefault(name, time.time())
-            return False  # pods never need a reconcile, only the next tick's bookkeeping
+                return worker_died(before, None, WORKER_CONTAINER)
+            self.pods[name] = body
+            self.pods_seen_at.setdefault(name, time.time())
+            # Pods never need a drift check; a death is worth a tick at once.
+            return worker_died(before, body, WORKER_CONTAINER)
         else:
             raise ValueError(f"unexpected child kind {kind}")
         self.dirty = True

@@ -215,6 +215,8 @@ def crd() -> dict[str, Any]:
                         _column("Pending", ".status.pending"),
                         _column("Running", ".status.running"),
                         _column("Dead", ".status.deadLetters"),
+                        # The wait users feel; a date column, so kubectl shows its age now.
+                        _column("Oldest", ".status.oldestPendingSince", "date"),
                         _column("Workers", ".status.workers.total"),
                         _column("Desired", ".status.desiredReplicas"),
                         _column("Ready", ".status.readyReplicas"),

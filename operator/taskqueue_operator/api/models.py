@@ -598,6 +598,11 @@ class TaskQueueStatus(ApiModel):
     last_scale_reason: str | None = None
     requeue: RequeueStatus | None = None
     pod_start: PodStartStatus | None = None
+    oldest_pending_since: str | None = Field(
+        default=None,
+        description="When the longest-waiting pending job was enqueued (all queues); absent "
+        "while none waits. `kubectl get tq` shows its age in the OLDEST column.",
+    )
     conditions: list[Condition] | None = None
 
 

@@ -1,8 +1,9 @@
 """Which started jobs were abandoned by a worker that no longer exists. Pure.
 
 RQ notices a dead worker's jobs only when its heartbeat and the started entry expire
-(90 s to 11 minutes). The operator knows at once: the worker's pod is gone, or the pod's
-container was restarted and a newer worker registered under the same pod name.
+(90 s to 11 minutes). The operator knows at once: the worker's pod is gone, its worker
+container is not running (the kubelet's first report of the death), or it was restarted
+and the worker was born before the running process.
 """
 
 from __future__ import annotations
@@ -51,11 +52,55 @@ def container_deaths(pods: Mapping[str, Mapping[str, Any]], container: str) -> d
     return deaths
 
 
+def worker_alive_since(
+    pods: Mapping[str, Mapping[str, Any]], container: str
+) -> dict[str, datetime | None]:
+    """For each pod whose worker container has died: since when its live process runs
+    (the current container's `startedAt`), or None while no process runs (terminated,
+    or waiting to restart). A worker of that pod born earlier died with the old process.
+
+    The kubelet's times have whole seconds. `finishedAt` (the death) could not tell a
+    worker born in the same second as the kill from a live one: a death seconds after the
+    pod started was then missed until the restart. The current process's start is safe to
+    compare with: a worker of the new process is born after it, hence after its floor.
+    """
+    alive: dict[str, datetime | None] = {}
+    for name, pod in pods.items():
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            if status.get("name") != container:
+                continue
+            state = status.get("state") or {}
+            died_before = bool((status.get("lastState") or {}).get("terminated")) or bool(
+                status.get("restartCount")
+            )
+            if state.get("terminated") or (state.get("waiting") and died_before):
+                alive[name] = None
+            elif state.get("running") and died_before:
+                started = _parse_time(state["running"].get("startedAt"))
+                if started is not None:
+                    alive[name] = started
+    return alive
+
+
+def worker_died(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None, container: str
+) -> bool:
+    """Whether a pod event tells of a worker death the loop should act on at once (rather
+    than at its next poll): the pod went, or its worker container has a newer death."""
+    if before is None:
+        return False  # a pod we never saw had no worker of ours to recover
+    if after is None:
+        return True
+    old = container_deaths({"pod": before}, container).get("pod")
+    new = container_deaths({"pod": after}, container).get("pod")
+    return new is not None and (old is None or new > old)
+
+
 def find_abandoned(
     workers: Iterable[WorkerInfo],
     live_pods: set[str],
     vanished_pods: set[str],
-    container_died: dict[str, datetime] | None = None,
+    alive_since: dict[str, datetime | None] | None = None,
 ) -> list[AbandonedJob]:
     """Jobs of workers whose pod vanished or whose process was replaced.
 
@@ -73,10 +118,11 @@ def find_abandoned(
         if not pod or not worker.executions:
             continue
         born = _parse_time(worker.birth) if worker.birth else None
-        died = (container_died or {}).get(pod)
+        restarted = alive_since is not None and pod in alive_since
+        since = alive_since.get(pod) if alive_since is not None else None
         if pod in vanished_pods and pod not in live_pods:
             cause = f"pod {pod} is gone"
-        elif pod in live_pods and born and died and born < died:
+        elif pod in live_pods and restarted and (since is None or (born and born < since)):
             cause = f"the worker container of pod {pod} died"
         elif pod in live_pods and worker.birth and worker.birth < newest_birth.get(pod, ""):
             cause = f"the worker process in pod {pod} was replaced (container restart)"

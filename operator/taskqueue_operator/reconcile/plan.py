@@ -28,9 +28,9 @@ from taskqueue_operator.observation import Observation
 from taskqueue_operator.reconcile import drift
 from taskqueue_operator.reconcile.abandoned import (
     InTransit,
-    container_deaths,
     find_abandoned,
     stuck_in_transit,
+    worker_alive_since,
 )
 from taskqueue_operator.reconcile.effects import (
     AnnotatePod,
@@ -262,8 +262,8 @@ def _recovery(
     children = observation.children
     horizon = observation.time - VANISHED_POD_MEMORY_SECONDS
     vanished = {name for name, seen in children.vanished_pods.items() if seen >= horizon}
-    deaths = container_deaths(dict(children.pods), WORKER_CONTAINER)
-    abandoned = find_abandoned(redis.workers, set(children.pods), vanished, deaths)
+    alive = worker_alive_since(dict(children.pods), WORKER_CONTAINER)
+    abandoned = find_abandoned(redis.workers, set(children.pods), vanished, alive)
     if abandoned and _due(state, "recover-abandoned", observation.time):
         policy = taskqueue.spec.scaling.abandoned_jobs if taskqueue.spec.scaling else "requeue"
         effects.append(RecoverAbandoned(tuple(abandoned), policy))

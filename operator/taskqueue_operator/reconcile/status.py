@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from taskqueue_contract.redaction import redact
-from taskqueue_contract.timestamps import format_kubernetes
+from taskqueue_contract.timestamps import epoch, format_kubernetes
 
 from taskqueue_operator.api.models import (
     Condition,
@@ -24,7 +24,11 @@ from taskqueue_operator.reconcile.pod_start import PodStarts
 from taskqueue_operator.reconcile.pods import PodProblem
 
 # Fields that move with every job; everything else is "structure" and is patched at once.
-COUNTER_FIELDS = frozenset({"pending", "running", "scheduled", "deadLetters", "workers", "queues"})
+COUNTER_FIELDS = frozenset(
+    {"pending", "running", "scheduled", "deadLetters", "workers", "queues", "oldestPendingSince"}
+)
+# Sent as null when None: a merge patch keeps what it does not name.
+CLEARED_FIELDS = ("oldestPendingSince",)
 # Not compared at all: it only says when the rest was last seen.
 VOLATILE_FIELDS = frozenset({"lastObservedTime"})
 
@@ -167,6 +171,16 @@ def build_status(
             previous.dead_letters,
         )
 
+    if redis is not None:
+        waiting = [
+            moment
+            for q in redis.queues
+            if q.pending and (moment := epoch(q.oldest_enqueued_at)) is not None
+        ]
+        oldest_pending_since = format_kubernetes(min(waiting)) if waiting else None
+    else:
+        oldest_pending_since = previous.oldest_pending_since
+
     def condition(kind: str, status: bool, reason: str, message: str) -> Condition:
         return _condition(old_conditions, kind, status, reason, message, now, generation)
 
@@ -200,6 +214,7 @@ def build_status(
         last_scale_time=scale.last_scale_time or previous.last_scale_time,
         last_scale_reason=scale.last_scale_reason or previous.last_scale_reason,
         pod_start=pod_start or previous.pod_start,
+        oldest_pending_since=oldest_pending_since,
         requeue=requeue or previous.requeue,
         conditions=conditions,
     )
@@ -353,7 +368,10 @@ def _suspended(health: Health, taskqueue: TaskQueue) -> Verdict:
 
 
 def status_dict(status: TaskQueueStatus) -> dict[str, Any]:
-    return status.model_dump(by_alias=True, exclude_none=True)
+    written = status.model_dump(by_alias=True, exclude_none=True)
+    for key in CLEARED_FIELDS:
+        written.setdefault(key, None)
+    return written
 
 
 def patch_due(

@@ -73,6 +73,7 @@ def test_columns_and_subresources() -> None:
         "PENDING",
         "RUNNING",
         "DEAD",
+        "OLDEST",
         "WORKERS",
         "DESIRED",
         "READY",

@@ -119,3 +119,28 @@ def test_a_taskqueue_deleted_during_a_watch_gap_ends_its_loop() -> None:
     loops, calls = asyncio.run(whole())
     assert loops == {}
     assert calls[:1] == ["TaskQueue"]
+
+
+def test_a_pod_event_wakes_the_loop_only_for_a_worker_death() -> None:
+    from taskqueue_operator.controller import ChildCache
+
+    cache = ChildCache()
+    cache.dirty = False
+    running = {"metadata": {"name": "w-1"}, "status": {"phase": "Running"}}
+    died = {
+        "metadata": {"name": "w-1"},
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [
+                {
+                    "name": "worker",
+                    "lastState": {"terminated": {"finishedAt": "2026-12-02T05:00:00Z"}},
+                }
+            ],
+        },
+    }
+    assert not cache.record("Pod", "ADDED", running)
+    assert not cache.record("Pod", "MODIFIED", running)
+    assert cache.record("Pod", "MODIFIED", died), "the container died: tick now"
+    assert cache.record("Pod", "DELETED", died), "the pod went: tick now"
+    assert not cache.dirty, "pods never ask for a drift check"

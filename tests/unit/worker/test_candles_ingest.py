@@ -146,10 +146,12 @@ def test_requests_respect_the_rate_limit_measured_by_the_server(tmp_path: Path) 
     assert len(times) == 8 + 4 and set(statuses) == {200}
     interval = 1 / 10
     # Lower bounds only (a slow machine only spreads requests out); 0.1 s of slack
-    # absorbs the server thread's scheduling delay in stamping an arrival.
+    # absorbs the server thread's scheduling delay in stamping an arrival. Over the 11
+    # intervals that is 1.0 s at least: a limiter that let requests through unpaced fails.
+    # (No bound on single neighbours: on a loaded machine one late stamp followed by a
+    # punctual one measured 25 ms apart requests sent 100 ms apart.)
     for (i, a), (j, b) in itertools.combinations(enumerate(times), 2):
         assert b - a >= (j - i) * interval - 0.1, (i, j, b - a)
-    assert min(b - a for a, b in itertools.pairwise(times)) >= interval / 2
 
 
 def test_remaining_req_sec_0_makes_the_client_wait_for_the_next_window(tmp_path: Path) -> None:
