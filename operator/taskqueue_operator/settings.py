@@ -69,7 +69,10 @@ class OperatorSettings(BaseSettings):
         description="Port of the Prometheus /metrics endpoint (all addresses); 0: off.",
     )
     dashboard_port: int = Field(
-        0, ge=0, le=65535, description="Port of the read-only web dashboard; 0: off."
+        8081,
+        ge=0,
+        le=65535,
+        description="Port of the read-only web dashboard (on --dashboard-host); 0: off.",
     )
     dashboard_host: str = Field(
         "127.0.0.1",

@@ -3,12 +3,15 @@
 
 `up` starts the supervisor detached, writes `.testbed/kubeconfig` and links kubectl and
 helm into `.testbed/bin`, its PIDs in `.testbed/pids.json`; `down` stops it by its recorded
-PID (and, if it died, what it left behind, by the PIDs it recorded).
+PID (and, if it died, what it left behind, by the PIDs it recorded). With
+TASKQUEUE_TESTBED_OWNER=<pid> (a test running `make testbed-up`), the test bed also stops
+by itself once that process is gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 
@@ -16,6 +19,7 @@ from testbed.cluster import local_cluster, sweep
 from testbed.processes import TESTS, exited, stop_pid
 
 STATE = TESTS.parent / ".testbed"
+OWNER_ENV = "TASKQUEUE_TESTBED_OWNER"
 
 
 def recorded_pid() -> int | None:
@@ -34,7 +38,8 @@ def up() -> int:
         return 0
     if not running:
         sweep(STATE)  # what a crashed supervisor left behind
-    cluster, process = local_cluster(STATE)
+    owner = os.environ.get(OWNER_ENV)
+    cluster, process = local_cluster(STATE, owner=int(owner) if owner else None)
     (STATE / "serve.pid").write_text(str(process.pid))
     (STATE / "bin").mkdir(exist_ok=True)
     for tool in (cluster.kubectl_bin, cluster.helm_bin):
@@ -43,7 +48,8 @@ def up() -> int:
         link.symlink_to(tool)
     seconds = (STATE / "ready").read_text().strip()
     print(f"test bed up in {seconds}s (pid {process.pid})")
-    print(f"  export KUBECONFIG={STATE / 'kubeconfig'} PATH={STATE / 'bin'}:$PATH")
+    venv = TESTS.parent / ".venv" / "bin"  # the kubectl plugin (kubectl-taskqueue), rq
+    print(f"  export KUBECONFIG={STATE / 'kubeconfig'} PATH={STATE / 'bin'}:{venv}:$PATH")
     return 0
 
 

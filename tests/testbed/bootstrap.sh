@@ -14,6 +14,7 @@ needs=(
   python3-venv:/usr/lib/python3/dist-packages/ensurepip
   ca-certificates:/etc/ssl/certs/ca-certificates.crt
   make:make
+  curl:curl
   openssl:openssl
   redis-server:redis-server
   chromium:chromium

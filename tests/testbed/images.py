@@ -12,6 +12,9 @@ engine and no registry, and `python:*-slim` cannot be pulled, so:
   `~/.cache/taskqueue-testbed/containers/` (the layer cache: an unchanged rebuild takes
   seconds), with the host's CA bundle bind-mounted into RUN steps for pip and never baked in;
 * each image is exported as a docker-archive, only when its image ID changed;
+* stand-ins for the third-party images the examples name (Redis: examples/redis.yaml) are
+  built the same way from the same base plus a Debian package (tests/testbed/*.Dockerfile)
+  and exported under the examples' names, so the examples run unchanged on the test bed;
 * a pause image (the pod sandbox) is compiled from the pinned Kubernetes module's
   build/pause/linux/pause.c into a scratch image.
 
@@ -44,6 +47,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "taskqueue-operator"
 WORKER_DOCKERFILE = REPO / "worker-image" / "Dockerfile"
 OPERATOR_DOCKERFILE = REPO / "operator" / "Dockerfile"
+REDIS_DOCKERFILE = REPO / "tests" / "testbed" / "redis.Dockerfile"
+REDIS_EXAMPLE = REPO / "examples" / "redis.yaml"
 
 # What the base is made of: the cache key of its rootfs tarball.
 SUITE = "bookworm"
@@ -161,10 +166,37 @@ def operator_image() -> str:
 
 
 def image_specs() -> list[ImageSpec]:
+    """The project's own images."""
     return [
         ImageSpec(worker_image(), WORKER_DOCKERFILE),
         ImageSpec(operator_image(), OPERATOR_DOCKERFILE),
     ]
+
+
+def qualified(name: str) -> str:
+    """An image name as containerd stores it: `redis:7.0` -> `docker.io/library/redis:7.0`."""
+    first, _, rest = name.partition("/")
+    if not rest:
+        return f"docker.io/library/{name}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{name}"
+    return name
+
+
+def redis_image() -> str:
+    """The image examples/redis.yaml runs (its container `redis`), fully qualified."""
+    for document in yaml.safe_load_all(REDIS_EXAMPLE.read_text()):
+        if (document or {}).get("kind") not in ("StatefulSet", "Deployment"):
+            continue
+        for container in document["spec"]["template"]["spec"]["containers"]:
+            if container["name"] == "redis":
+                return qualified(container["image"])
+    raise ImageBuildError(f"no container `redis` in {REDIS_EXAMPLE}")
+
+
+def stand_in_specs() -> list[ImageSpec]:
+    """Stand-ins for the third-party images the examples run (the test bed cannot pull)."""
+    return [ImageSpec(redis_image(), REDIS_DOCKERFILE)]
 
 
 def megabytes(size: int) -> str:
@@ -790,6 +822,12 @@ def context_fingerprint(spec: ImageSpec, base: Base) -> str:
     return digest.hexdigest()
 
 
+def recorded_layers(image: BuiltImage) -> set[str] | None:
+    """The layer-cache images the build of `image`'s archive used, if it recorded them."""
+    layers = _read_json(image.archive.with_suffix(".json")).get("layers")
+    return set(layers) if isinstance(layers, list) else None
+
+
 def unchanged_build(tool: Buildah, spec: ImageSpec, fingerprint: str) -> BuiltImage | None:
     """The archive of an earlier build from the same fingerprint, if it is still there."""
     archive = archive_path(tool.archives, spec.name)
@@ -806,7 +844,8 @@ def build_image(
 
     Always runs bud: with the layer cache an unchanged image is a few seconds and comes out
     with the same ID (then the archive is not rewritten). Adds the IDs of the layer-cache
-    images this build used or made to `used`."""
+    images this build used or made to `used`, and records them with the archive (a later
+    run that skips this build keeps them: `recorded_layers`)."""
     started = time.monotonic()
     iidfile = tool.home / "tmp" / f"iid-{os.getpid()}"
     log = f"build-{archive_path(tool.archives, spec.name).stem}.log"
@@ -842,13 +881,15 @@ def build_image(
     iidfile.unlink()
     if not image_id.startswith("sha256:"):
         image_id = f"sha256:{image_id}"
+    layers = {*STEP_IMAGE.findall(output), image_id}
     if used is not None:
-        used.update(STEP_IMAGE.findall(output))
-        used.add(image_id)
+        used.update(layers)
     archive, cached = export(tool, spec.name, image_id)
     meta_file = archive.with_suffix(".json")
     fingerprint = context_fingerprint(spec, base)
-    _write_json(meta_file, {**_read_json(meta_file), "fingerprint": fingerprint})
+    _write_json(
+        meta_file, {**_read_json(meta_file), "fingerprint": fingerprint, "layers": sorted(layers)}
+    )
     return BuiltImage(
         spec.name, image_id, archive, archive.stat().st_size, time.monotonic() - started, cached
     )
@@ -961,7 +1002,8 @@ def ensure_pause(tool: Buildah) -> BuiltImage:
 
 
 def build_all(tool: Buildah | None = None) -> tuple[Base, list[BuiltImage]]:
-    """The base, then the worker, operator and pause images, each rebuilt only as needed."""
+    """The base, then the worker, operator, stand-in (Redis) and pause images, each rebuilt
+    only as needed."""
     tool = tool or buildah()
     for name in ("buildah", "runc"):
         if shutil.which(name) is None:
@@ -970,14 +1012,25 @@ def build_all(tool: Buildah | None = None) -> tuple[Base, list[BuiltImage]]:
         try:
             base = ensure_base(tool)
             used: set[str] = set()
+            complete = True  # `used` holds the layers of every current image
+            built_any = False
             images = []
-            for spec in image_specs():
+            for spec in [*image_specs(), *stand_in_specs()]:
                 known = unchanged_build(tool, spec, context_fingerprint(spec, base))
-                images.append(known or build_image(tool, spec, base, used))
+                if known is None:
+                    images.append(build_image(tool, spec, base, used))
+                    built_any = True
+                    continue
+                images.append(known)
+                layers = recorded_layers(known)
+                if layers is None:  # archived by an older version, which did not record them
+                    complete = False
+                else:
+                    used |= layers
             images.append(ensure_pause(tool))
-            # Only after every build ran and succeeded: then `used` is the whole current
-            # cache (a skipped build did not list its layers, so nothing is pruned then).
-            if not any(image.cached and image.seconds == 0.0 for image in images[:-1]):
+            # Only after the builds ran and succeeded, and when `used` is the whole current
+            # cache (skipped builds count with the layers their archive recorded).
+            if built_any and complete:
                 current = used | {base.image_id} | {image.image_id for image in images}
                 if pruned := tool.prune(current):
                     print(f"removed {pruned} images of older builds from the layer cache")
@@ -993,8 +1046,9 @@ def build_all(tool: Buildah | None = None) -> tuple[Base, list[BuiltImage]]:
 
 
 def ensure_images() -> list[BuiltImage]:
-    """What the test bed calls: the worker, operator and pause images as docker-archives for
-    `ctr -n k8s.io images import`, in that order, rebuilt only when something changed."""
+    """What the test bed calls: the worker, operator, stand-in (Redis) and pause images as
+    docker-archives for `ctr -n k8s.io images import`, in that order, rebuilt only when
+    something changed."""
     return build_all()[1]
 
 

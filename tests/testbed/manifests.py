@@ -1,6 +1,7 @@
 """Kubernetes objects the test bed, the e2e tests and the demo all make: a Service in front
-of a server on this machine (no selector: an EndpointSlice names the address), and a local
-PersistentVolume on the node with its claim. Plain dicts, no I/O."""
+of a server on this machine (no selector: an EndpointSlice names the address), a local
+PersistentVolume on the node with its claim, and the test bed's default StorageClass with
+its pool of local volumes. Plain dicts, no I/O."""
 
 from __future__ import annotations
 
@@ -98,6 +99,55 @@ def local_volume(name: str, path: str, claim: str, namespace: str) -> list[Manif
             },
         },
     ]
+
+
+# The test bed's default StorageClass: what a claim without storageClassName gets (kind's
+# default class has the same name). There is no dynamic provisioner: the class binds claims
+# to a small pool of local volumes made at start (see `default_storage`).
+DEFAULT_STORAGE_CLASS = "standard"
+POOL_VOLUMES = 4
+POOL_CAPACITY = "10Gi"  # nominal: a local volume is a directory, nothing enforces a size
+
+
+def default_storage(paths: list[str]) -> list[Manifest]:
+    """The default StorageClass (no provisioner, WaitForFirstConsumer: the scheduler binds a
+    claim to a volume when its first pod is placed, as with kind's local-path) and one
+    local PersistentVolume of that class per directory on the node. Retain: a volume whose
+    claim was deleted is not handed to another one (the test bed is thrown away whole)."""
+    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+    storage_class: Manifest = {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {
+            "name": DEFAULT_STORAGE_CLASS,
+            "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+        },
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer",
+        "reclaimPolicy": "Retain",
+    }
+    volumes: list[Manifest] = [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": f"testbed-volume-{index}",
+                "labels": {"app.kubernetes.io/managed-by": "taskqueue-testbed"},
+            },
+            "spec": {
+                "capacity": {"storage": POOL_CAPACITY},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": DEFAULT_STORAGE_CLASS,
+                "local": {"path": path},
+                "nodeAffinity": {
+                    "required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}
+                },
+            },
+        }
+        for index, path in enumerate(paths)
+    ]
+    return [storage_class, *volumes]
 
 
 def object_list(items: list[Manifest]) -> Manifest:

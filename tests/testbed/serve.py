@@ -2,12 +2,14 @@
 
 `python -m testbed.serve --state DIR` (root) removes what killed test beds left behind,
 creates the node's network namespace (testbed.network), starts etcd, kube-apiserver,
-kube-controller-manager and kube-scheduler (testbed.controlplane), then containerd, the
-kubelet, kube-proxy and CoreDNS in the node's namespace with this run's images imported
-(testbed.node). It writes `DIR/kubeconfig`, `DIR/network.json` (the addresses),
-`DIR/pids.json` and, once the Node is Ready, `DIR/ready` (the seconds it took). On SIGTERM
-or SIGINT, and when any component exits for good, it stops the node (pods' processes by
-their cgroup), the control plane, and removes the namespace, mounts, cgroups and data.
+kube-controller-manager and kube-scheduler (testbed.controlplane), makes a default
+StorageClass with a pool of local volumes under DIR/volumes (testbed.manifests), then
+starts containerd, the kubelet, kube-proxy and CoreDNS in the node's namespace with this
+run's images imported (testbed.node). It writes `DIR/kubeconfig`, `DIR/network.json`
+(the addresses), `DIR/pids.json` and, once the Node is Ready, `DIR/ready` (the seconds it
+took). On SIGTERM or SIGINT, and when any component exits for good, it stops the node
+(pods' processes by their cgroup), the control plane, and removes the namespace, mounts,
+cgroups and data (the volumes too).
 Both `make testbed-up` and the pytest session use it.
 """
 
@@ -30,7 +32,7 @@ import kubernetes
 from testbed.build import build
 from testbed.controlplane import ControlPlane
 from testbed.images import ensure_images, pause_image
-from testbed.manifests import selectorless_service
+from testbed.manifests import POOL_VOLUMES, default_storage, selectorless_service
 from testbed.network import (
     CLUSTER_DNS,
     NODE_NAME,
@@ -39,7 +41,7 @@ from testbed.network import (
     register,
     unregister,
 )
-from testbed.node import Node, image_store, remove_leftovers
+from testbed.node import Node, image_store, mounts_under, remove_leftovers
 from testbed.processes import exited
 
 READY_TIMEOUT = 120.0
@@ -74,6 +76,24 @@ def install_cluster_dns(api: kubernetes.client.ApiClient, network: NodeNetwork) 
     )
     kubernetes.client.CoreV1Api(api).create_namespaced_service("kube-system", service)
     kubernetes.client.DiscoveryV1Api(api).create_namespaced_endpoint_slice("kube-system", endpoints)
+
+
+def install_storage(api: kubernetes.client.ApiClient, directory: Path) -> None:
+    """The default StorageClass and its local volumes, one directory each under `directory`
+    (writable by every uid, as kind's local-path provisioner makes them: pods run as
+    10001, Redis as 999). Made afresh at every start, removed at every stop."""
+    shutil.rmtree(directory, ignore_errors=True)  # what a killed test bed's pods wrote
+    paths = []
+    for index in range(POOL_VOLUMES):
+        path = directory / f"volume-{index}"
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o777)
+        paths.append(str(path))
+    storage_class, *volumes = default_storage(paths)
+    kubernetes.client.StorageV1Api(api).create_storage_class(storage_class)
+    core = kubernetes.client.CoreV1Api(api)
+    for volume in volumes:
+        core.create_persistent_volume(volume)
 
 
 @dataclass
@@ -123,6 +143,7 @@ class TestBed:
         api = kubernetes.config.new_client_from_config(str(self.kubeconfig))
         try:
             install_cluster_dns(api, self.network)
+            install_storage(api, self.state / "volumes")
             store.join()
             self.node = Node(
                 self.network,
@@ -166,6 +187,9 @@ class TestBed:
         if self.network is not None:
             remove_leftovers(self.network, self.state / "node")  # if the node never started
             unregister(self.network)
+        volumes = self.state / "volumes"
+        if not mounts_under(volumes):  # never delete through a mount
+            shutil.rmtree(volumes, ignore_errors=True)
 
 
 def serve(state: Path, owner: int | None = None) -> int:

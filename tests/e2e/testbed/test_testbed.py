@@ -408,6 +408,43 @@ def test_local_persistent_volume_and_logs(cluster: Cluster, kube: Kubectl, tmp_p
         cluster.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
 
 
+def test_default_storage_class_binds_a_claim_without_a_class(
+    cluster: Cluster, kube: Kubectl
+) -> None:
+    """What examples/*.yaml rely on: a claim naming no storageClassName gets the default
+    class (`standard`, as on kind), which binds it to one of the test bed's local volumes
+    when its first pod is scheduled; a restricted pod (uid 10001) can write it."""
+    needs_testbed(cluster)
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    kube.apply(claim)
+    try:
+        created = kube.get("pvc", "data") or {}
+        assert created["spec"].get("storageClassName") == "standard", created["spec"]
+        code = "open('/data/hello.txt', 'w').write('x'); print('written')"
+        pod = python_pod(
+            "writer",
+            code,
+            container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+            volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+        )
+        assert "written" in run_to_end(kube, pod, timeout=90)
+        bound = kube.get("pvc", "data") or {}
+        assert bound["status"]["phase"] == "Bound", bound.get("status")
+        volume = json.loads(
+            cluster.kubectl("get", "pv", bound["spec"]["volumeName"], "-o", "json").stdout
+        )
+        path = Path(volume["spec"]["local"]["path"])
+        assert cluster.state_dir is not None and path.is_relative_to(cluster.state_dir)
+        assert (path / "hello.txt").read_text() == "x"
+    finally:
+        cluster.kubectl("delete", "namespace", kube.namespace, "--wait=true", check=False)
+
+
 def test_crd_cel_rule_is_enforced_by_the_api_server(cluster: Cluster, kube: Kubectl) -> None:
     crd = {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -75,6 +75,7 @@ def test_owner_gone_then_everything_is_stopped_and_removed(
     wait_for(lambda: serve.poll() is not None, 90, 0.5, "the supervisor to stop by itself")
     wait_for(lambda: not leftovers(state, network, pids), 15, 0.5, "nothing left")
     assert not (state / "node").exists() and not (state / "controlplane").exists()
+    assert not (state / "volumes").exists()  # the default StorageClass's local volumes
 
 
 def test_supervisor_killed_then_the_sweep_removes_what_it_left(

@@ -30,6 +30,7 @@ from testbed.images import (
     locked,
     megabytes,
     operator_image,
+    redis_image,
     worker_image,
 )
 from testbed.redis_server import RedisServer
@@ -422,6 +423,34 @@ def test_runs_read_only_without_a_shell(
             wrote = run(PYTHON_WRITE, readonly=False, root=merged)
             assert wrote.returncode == 0, wrote
             assert written(upper) == ["/var", "/var/tmp", "/var/tmp/probe"]
+
+
+def test_redis_stand_in(images: dict[str, BuiltImage], runner: Runner) -> None:
+    """examples/redis.yaml's image on the test bed: Debian's redis-server 7.0 under the
+    official image's name, user and layout, and both commands the example runs work as its
+    non-root user on a read-only root."""
+    name = redis_image()
+    built = images[name]
+    with mounted(name) as (rootfs, config):
+        assert config.get("User") == "999:999"
+        assert config.get("Cmd") == ["redis-server"]
+        assert config.get("WorkingDir") == "/data"
+        assert (rootfs / "data").stat().st_uid == 999
+        # Nothing of the build's mounts stayed behind (apt ran with the host's CA bundle).
+        assert not (rootfs / "root" / ".config").exists()
+        assert not list((rootfs / "var" / "lib" / "apt" / "lists").glob("*_Packages"))
+        for args, expected in (
+            (["redis-server", "--version"], "Redis server v=7.0"),
+            (["redis-cli", "--version"], "redis-cli 7.0"),
+        ):
+            bundle = oci_config(rootfs, config, args, readonly=True, masked=[], user="999:999")
+            result = runner.run(bundle)
+            assert result.returncode == 0, result
+            assert expected in result.stdout, result
+    with tarfile.open(built.archive) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert [entry["RepoTags"] for entry in manifest] == [[name]]
+    print(f"{name}: {megabytes(built.size)} MB, id {built.image_id[:19]}")
 
 
 def test_pause_image(images: dict[str, BuiltImage], runner: Runner) -> None:

@@ -31,7 +31,7 @@ def minimal_spec(**overrides: Any) -> dict[str, Any]:
 
 
 def test_example_manifest_parses_with_defaults() -> None:
-    body = yaml.safe_load(EXAMPLE.read_text())
+    body = next(d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d["kind"] == "TaskQueue")
     taskqueue = TaskQueue.model_validate(body)
     assert taskqueue.spec.queues == ["high", "backtest-queue", "data_ingestion", "default"]
     assert taskqueue.spec.redis.key_prefix == "rq"

@@ -17,11 +17,11 @@ def test_main_passes_the_settings_in_kopfs_memo(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.delenv("TASKQUEUE_DASHBOARD_PORT", raising=False)
     monkeypatch.delenv("TASKQUEUE_LEADER_ELECTION_NAMESPACE", raising=False)
     before = dict(os.environ)
-    argv = ["-n", "a", "--dashboard-port", "8081", "--leader-election-namespace", "tq"]
+    argv = ["-n", "a", "--dashboard-port", "8082", "--leader-election-namespace", "tq"]
     assert main.main(argv) == 0
     assert dict(os.environ) == before  # nothing written back for the handlers to read
     options = seen["memo"].operator
-    assert options.dashboard_port == 8081 and options.leader_election_namespace == "tq"
+    assert options.dashboard_port == 8082 and options.leader_election_namespace == "tq"
     assert seen["standalone"] is True and "peering_name" not in seen
     assert seen["namespaces"] == ["a"] and seen["clusterwide"] is False
     assert seen["metrics"] == 9090

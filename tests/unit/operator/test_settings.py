@@ -30,7 +30,7 @@ def test_defaults() -> None:
     assert options.namespaces == []
     assert options.liveness_endpoint == "http://0.0.0.0:8080/healthz"
     assert options.metrics_port == 9090
-    assert options.dashboard_port == 0
+    assert options.dashboard_port == 8081  # what the README's port-forward opens
     assert options.dashboard_host == "127.0.0.1"  # no auth: not on every address
     assert options.leader_election_namespace == ""
     assert options.loop_settings() == LoopSettings()  # the controller's own defaults
@@ -49,14 +49,14 @@ def test_the_environment_names_the_chart_and_users_set(monkeypatch: pytest.Monke
     monkeypatch.setenv("WATCH_NAMESPACES", "a, b,,c")
     monkeypatch.setenv("LIVENESS_ENDPOINT", "")
     monkeypatch.setenv("METRICS_PORT", "9191")
-    monkeypatch.setenv("TASKQUEUE_DASHBOARD_PORT", "8081")
+    monkeypatch.setenv("TASKQUEUE_DASHBOARD_PORT", "8082")
     monkeypatch.setenv("TASKQUEUE_LEADER_ELECTION_NAMESPACE", "tq-system")
     monkeypatch.setenv("POD_NAME", "tq-operator-abc")
     options = parse([])
     assert options.namespaces == ["a", "b", "c"]
     assert options.liveness_endpoint == ""
     assert options.metrics_port == 9191
-    assert options.dashboard_port == 8081
+    assert options.dashboard_port == 8082
     assert options.leader_election_namespace == "tq-system"
     assert options.identity == "tq-operator-abc"
 
