@@ -22,6 +22,7 @@ import ast
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
 import threading
@@ -336,7 +337,12 @@ class RedisLink:
 
         try:
             return choose_path(
-                self.url, self.namespace, lambda: KubeCluster(self._api_client()), self._probe
+                self.url,
+                self.namespace,
+                lambda: KubeCluster(self._api_client()),
+                self._probe,
+                # In a pod (a toolbox, a CI job) the cluster's DNS answers `.svc` names.
+                cluster_dns="KUBERNETES_SERVICE_HOST" in os.environ,
             )
         except (ApiException, HTTPError) as error:
             message = _api_message(error) if isinstance(error, ApiException) else str(error)

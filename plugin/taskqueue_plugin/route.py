@@ -1,9 +1,11 @@
 """Which way this process reaches a TaskQueue's Redis: directly, or through the API server.
 
 A Secret usually names Redis as the pods see it (`redis://redis.default.svc:6379/0`),
-which the user's machine cannot resolve. When the direct dial fails quickly (the name
-does not resolve, the connection is refused or not answered), the host is read as a
-cluster name: `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc[.<cluster domain>]` or a headless
+which the user's machine cannot resolve. Such an explicit cluster name (`.svc` in it) is
+looked up as a Service first, with no DNS query (unless the plugin runs in a pod); any
+other host is dialled directly, and when that fails quickly (the name does not resolve,
+the connection is refused or not answered), the host is read as a cluster name: `<svc>`,
+`<svc>.<ns>`, `<svc>.<ns>.svc[.<cluster domain>]` or a headless
 Service's `<pod>.<svc>.<ns>.svc[...]`; an IP is looked up as a ClusterIP or a pod IP of
 the TaskQueue's namespace. Its Service's EndpointSlices (or, without them,
 its selector) give a ready pod and the port behind the Service port, and the plugin
@@ -345,14 +347,30 @@ def choose_path(
     namespace: str,
     cluster: Callable[[], Cluster] | None,
     probe: Callable[[str, int], str | None] | None = None,
+    cluster_dns: bool = False,
 ) -> Path:
     """Direct when the URL's host answers from here; else a port-forward to the pod
     behind its Service; else an error that says what to do. `cluster` is called only
-    when the direct dial failed (None: no cluster, e.g. --redis-url)."""
+    when the direct dial failed, or first for a `.svc` name unless `cluster_dns` (this
+    process runs in a pod, where the cluster's DNS resolves it) (None: no cluster, e.g.
+    --redis-url)."""
     address = redis_address(url)
     if address is None:
         return Direct(redact_url(url), 0)  # a unix socket: only ever local
     host, port = address
+    name = cluster_name(host, namespace)
+    if cluster is not None and name is not None and name.explicit and not cluster_dns:
+        # Only a cluster's DNS knows `<svc>.<ns>.svc` names: the Service is asked for
+        # instead, so no lookup of such a name goes to this machine's resolver (and on to
+        # whatever DNS it forwards to).
+        forward = forward_to_service(cluster(), name, port)
+        if forward is not None:
+            return forward
+        raise RedisUnavailable(
+            f"cannot reach Redis at {redact_url(url)}: {host} is a name of the cluster's DNS, "
+            f"and there is no Service '{name.service}' in namespace '{name.namespace}' to "
+            "port-forward through: check the host of the TaskQueue's Redis URL"
+        )
     if probe is None:  # redis:// answers a PING before any AUTH, rediss:// a ClientHello
         tls = url.startswith("rediss://")
         reason = probe_direct(host, port, resp=not tls, tls=tls)
@@ -361,7 +379,6 @@ def choose_path(
     if reason is None:
         return Direct(host, port)
     shown = redact_url(url)
-    name = cluster_name(host, namespace)
     if cluster is not None and name is None and _is_ip(host):
         reader = cluster()
         name, pod = by_address(reader, namespace, host)

@@ -157,9 +157,11 @@ def test_direct_when_the_host_answers_and_the_cluster_is_not_read() -> None:
     def no_cluster() -> FakeCluster:
         raise AssertionError("the cluster is read only when the direct dial failed")
 
-    path = choose_path(URL, "quant", no_cluster, lambda host, port: None)
+    path = choose_path(URL, "quant", no_cluster, lambda host, port: None, cluster_dns=True)
     assert path == Direct("redis.quant.svc", 6379)
     assert path.describe() == "redis: direct to redis.quant.svc:6379"
+    plain = choose_path("redis://redis-host:6379/0", "quant", no_cluster, lambda h, p: None)
+    assert plain == Direct("redis-host", 6379)
     unix = choose_path("unix:///run/redis.sock?password=pw", "quant", no_cluster)
     assert unix.describe() == "redis: direct to unix:///run/redis.sock?password=***"
 
@@ -268,8 +270,8 @@ def test_selector_when_there_are_no_endpoint_slices() -> None:
         ),
         (
             FakeCluster(),
-            "cannot reach Redis at redis://:***@redis.quant.svc:6379/0 from this machine (the "
-            "name does not resolve here), and there is no Service 'redis' in namespace 'quant'",
+            "cannot reach Redis at redis://:***@redis.quant.svc:6379/0: redis.quant.svc is a "
+            "name of the cluster's DNS, and there is no Service 'redis' in namespace 'quant'",
         ),
     ],
 )
@@ -427,12 +429,31 @@ def test_the_link_announces_its_path_once() -> None:
     def no_api() -> None:
         raise AssertionError("a direct path needs no API client")
 
-    link = RedisLink(URL, "quant", no_api, lines.append, probe=lambda host, port: None)
+    link = RedisLink(
+        "redis://redis-host:6379/0", "quant", no_api, lines.append, probe=lambda h, p: None
+    )
     assert link.dial is None and link.dial is None and link.via == ""
-    assert lines == ["redis: direct to redis.quant.svc:6379"]
+    assert lines == ["redis: direct to redis-host:6379"]
     link.close()
 
     options = build_parser().parse_args(["status", "tq", "--redis-url", "redis://r:6379/0"])
     assert _link(options, Target("tq", None, "redis://r:6379/0", "rq", ())) is None
     options = build_parser().parse_args(["status", "tq", "-n", "quant"])
     assert isinstance(_link(options, Target("tq", "quant", URL, "rq", ())), RedisLink)
+
+
+def test_a_svc_name_asks_the_cluster_first_and_sends_no_dns_query() -> None:
+    # Only a cluster's DNS knows redis.quant.svc: dialling it from a laptop would send the
+    # lookup to the laptop's resolver, and on to the Internet's.
+    cluster = FakeCluster(
+        services={("quant", "redis"): service()},
+        slices={("quant", "redis"): [endpoint_slice(endpoint("redis-0"))]},
+    )
+
+    def no_probe(host: str, port: int) -> str | None:
+        raise AssertionError(f"{host} was dialled (a DNS query) though it is a Service")
+
+    path = choose_path(URL, "quant", lambda: cluster, no_probe)
+    assert path == Forward("redis-0", "quant", 6379, "redis", 6379)
+    with pytest.raises(RedisUnavailable, match="no Service 'redis' in namespace 'quant'"):
+        choose_path(URL, "quant", lambda: FakeCluster(), no_probe)
