@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -67,6 +68,7 @@ def test_children_columns_and_dead_letters(
         "PENDING",
         "RUNNING",
         "DEAD",
+        "OLDEST",
         "WORKERS",
         "DESIRED",
         "READY",
@@ -74,7 +76,9 @@ def test_children_columns_and_dead_letters(
     ]
     row = table[1].split()
     # STATUS is the Ready condition's reason: 0 replicas wanted, 0 ready.
-    assert row[:7] == ["shop", "WorkersReady", ",".join(queues), "20", "0", "0", "0"]
+    assert row[:6] == ["shop", "WorkersReady", ",".join(queues), "20", "0", "0"]
+    # OLDEST: the age of the longest-waiting job, which kubectl computes from a timestamp.
+    assert re.fullmatch(r"\d+s", row[6]) and row[7] == "0", row
 
     failing = Queue(queues[0], connection=redis_client)
     for index in range(2):

@@ -130,3 +130,25 @@ def test_evicting_redis_is_a_warning_condition(taskqueue: TaskQueue) -> None:
     assert "RedisEvictionSafe" not in conditions(
         build_status(taskqueue, observe(redis_with()), ScaleInfo(2), None)
     )
+
+
+def test_the_oldest_pending_job_is_a_timestamp_cleared_with_an_explicit_null(
+    taskqueue: TaskQueue,
+) -> None:
+    waiting = RedisObservation(
+        time=NOW,
+        queues=(
+            QueueStats("high", pending=1, oldest_enqueued_at="2027-01-15T07:59:50.5Z"),
+            QueueStats("default", pending=2, oldest_enqueued_at="2027-01-15T07:58:00Z"),
+            QueueStats("empty", pending=0, oldest_enqueued_at="2027-01-15T07:00:00Z"),
+        ),
+    )
+    status = build_status(taskqueue, observe(waiting), ScaleInfo(2), None)
+    # A date column: kubectl shows its age (2m) at display time, no write per second.
+    assert status_dict(status)["oldestPendingSince"] == "2027-01-15T07:58:00Z"
+    held = build_status(taskqueue, observe(None, error="down"), ScaleInfo(2), status)
+    assert held.oldest_pending_since == "2027-01-15T07:58:00Z", "kept while Redis is away"
+    drained = RedisObservation(time=NOW, queues=(QueueStats("high"),))
+    empty = status_dict(build_status(taskqueue, observe(drained), ScaleInfo(2), status))
+    # A merge patch keeps what it does not name: the field goes as null to be removed.
+    assert "oldestPendingSince" in empty and empty["oldestPendingSince"] is None
