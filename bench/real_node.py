@@ -1,6 +1,6 @@
-"""Real-node figures (issue 12): pod start, cold start from zero replicas, scale-down, images.
+"""Real-node figures (issues 12, 15): pod start, cold start from zero, scale-down, recovery, images.
 
-    PYTHONPATH=tests .venv/bin/python bench/real_node.py [--pods 20] [--runs 20]
+    PYTHONPATH=tests .venv/bin/python bench/real_node.py [--pods 20] [--runs 20] [--kills 10]
     PYTHONPATH=tests .venv/bin/python bench/real_node.py --kubeconfig ~/.kube/config \\
         [--pod-redis-host ADDRESS]
 
