@@ -36,7 +36,9 @@ def _last_exit(status: Mapping[str, Any]) -> str:
     return f"last exit code {code}" + (f": {reason}" if reason else "")
 
 
-def _container_problem(name: str, status: Mapping[str, Any]) -> PodProblem | None:
+def _container_problem(
+    name: str, status: Mapping[str, Any], restarted: bool = True
+) -> PodProblem | None:
     state = status.get("state") or {}
     waiting = state.get("waiting") or {}
     reason = waiting.get("reason")
@@ -47,7 +49,10 @@ def _container_problem(name: str, status: Mapping[str, Any]) -> PodProblem | Non
             details.append(f"{restarts} restarts")
         return PodProblem(name, str(reason), "; ".join(details)[:300])
     terminated = state.get("terminated") or {}
-    if terminated and terminated.get("exitCode") not in (None, 0):
+    # With restartPolicy Always (a Deployment's pods) the kubelet restarts an exited
+    # container at once: one exit (a worker that lost Redis mid-job does that on purpose)
+    # is no failure yet, and a repeat shows as CrashLoopBackOff with this exit code.
+    if terminated and not restarted and terminated.get("exitCode") not in (None, 0):
         message = f"exit code {terminated.get('exitCode')}"
         if terminated.get("reason"):
             message += f": {terminated['reason']}"
@@ -63,10 +68,11 @@ def pod_problems(pods: Mapping[str, Mapping[str, Any]], container: str) -> list[
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue  # going away on purpose
         status = pod.get("status") or {}
+        restarted = (pod.get("spec") or {}).get("restartPolicy", "Always") == "Always"
         found: PodProblem | None = None
         for container_status in status.get("containerStatuses") or []:
             if container_status.get("name") == container:
-                found = _container_problem(name, container_status)
+                found = _container_problem(name, container_status, restarted)
         if found is None:
             for condition in status.get("conditions") or []:
                 if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
