@@ -19,10 +19,9 @@ from typing import Any
 
 import redis.exceptions
 from aiohttp import web
-from taskqueue_contract import timestamps
-from taskqueue_contract.redaction import redact
 
 from taskqueue_operator.adapters import job_views
+from taskqueue_operator.adapters.executor import effect_error
 from taskqueue_operator.api.models import TaskQueue
 from taskqueue_operator.controller import TaskQueueLoop
 from taskqueue_operator.observation import RedisObservation
@@ -50,7 +49,7 @@ def _queues(redis: RedisObservation | None, now: float) -> list[dict[str, Any]]:
         return []
     rows = []
     for queue in redis.queues:
-        oldest = timestamps.epoch(queue.oldest_enqueued_at)
+        waiting = queue.pending and queue.oldest_enqueued_at is not None
         rows.append(
             {
                 "name": queue.name,
@@ -59,7 +58,7 @@ def _queues(redis: RedisObservation | None, now: float) -> list[dict[str, Any]]:
                 "scheduled": queue.scheduled + queue.deferred,
                 "failed": queue.failed,
                 "finished": queue.finished,
-                "oldestWaitSeconds": None if oldest is None else round(max(0.0, now - oldest), 1),
+                "oldestWaitSeconds": round(queue.oldest_age(now), 1) if waiting else None,
             }
         )
     return rows
@@ -101,7 +100,7 @@ async def _jobs(loop: TaskQueueLoop, taskqueue: TaskQueue | None) -> dict[str, A
             client, prefix, list(taskqueue.spec.queues), now
         )
     except (TimeoutError, OSError, redis.exceptions.RedisError) as error:
-        found["jobsError"] = redact(f"{type(error).__name__}: {error}")[:500]
+        found["jobsError"] = effect_error(error).message[:500]
         return found
     found["running"] = {"jobs": running, "total": running_total}
     found["deadLetters"] = {"jobs": letters, "total": dead_total}

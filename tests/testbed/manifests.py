@@ -68,26 +68,30 @@ def host_service(
     return selectorless_service(name, address, ports, namespace)
 
 
+def _local_pv(name: str, path: str, storage_class: str, capacity: str, **extra: Any) -> Manifest:
+    """A local PersistentVolume at `path` on the test bed's node."""
+    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+    metadata = {"name": name, **extra.pop("metadata", {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": metadata,
+        "spec": {
+            "capacity": {"storage": capacity},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": storage_class,
+            **extra,
+            "local": {"path": path},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}},
+        },
+    }
+
+
 def local_volume(name: str, path: str, claim: str, namespace: str) -> list[Manifest]:
     """A local PersistentVolume at `path` on the test bed's node, bound to `claim`."""
-    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "local",
-                "claimRef": {"namespace": namespace, "name": claim},
-                "local": {"path": path},
-                "nodeAffinity": {
-                    "required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}
-                },
-            },
-        },
+        _local_pv(name, path, "local", "1Gi", claimRef={"namespace": namespace, "name": claim}),
         {
             "apiVersion": "v1",
             "kind": "PersistentVolumeClaim",
@@ -114,7 +118,6 @@ def default_storage(paths: list[str]) -> list[Manifest]:
     claim to a volume when its first pod is placed, as with kind's local-path) and one
     local PersistentVolume of that class per directory on the node. Retain: a volume whose
     claim was deleted is not handed to another one (the test bed is thrown away whole)."""
-    affinity = {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
     storage_class: Manifest = {
         "apiVersion": "storage.k8s.io/v1",
         "kind": "StorageClass",
@@ -126,25 +129,14 @@ def default_storage(paths: list[str]) -> list[Manifest]:
         "volumeBindingMode": "WaitForFirstConsumer",
         "reclaimPolicy": "Retain",
     }
-    volumes: list[Manifest] = [
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {
-                "name": f"testbed-volume-{index}",
-                "labels": {"app.kubernetes.io/managed-by": "taskqueue-testbed"},
-            },
-            "spec": {
-                "capacity": {"storage": POOL_CAPACITY},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": DEFAULT_STORAGE_CLASS,
-                "local": {"path": path},
-                "nodeAffinity": {
-                    "required": {"nodeSelectorTerms": [{"matchExpressions": [affinity]}]}
-                },
-            },
-        }
+    volumes = [
+        _local_pv(
+            f"testbed-volume-{index}",
+            path,
+            DEFAULT_STORAGE_CLASS,
+            POOL_CAPACITY,
+            metadata={"labels": {"app.kubernetes.io/managed-by": "taskqueue-testbed"}},
+        )
         for index, path in enumerate(paths)
     ]
     return [storage_class, *volumes]

@@ -19,8 +19,8 @@ from collections import deque
 from typing import Any
 
 import redis.exceptions
-from taskqueue_contract.redaction import redact
 
+from taskqueue_operator.adapters.executor import effect_error
 from taskqueue_operator.observation import Observation
 from taskqueue_operator.rates import Throughput
 
@@ -85,7 +85,7 @@ class Timeline:
                 self._saved_at = now
         except (TimeoutError, OSError, redis.exceptions.RedisError) as error:
             first = self.save_error is None
-            self.save_error = redact(f"{type(error).__name__}: {error}")[:500]
+            self.save_error = effect_error(error).message[:500]
             self._saved_at = now  # retried at the next save, not on every tick
             return self.save_error if first else None
         self.save_error = None

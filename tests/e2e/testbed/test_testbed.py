@@ -394,18 +394,23 @@ def test_local_persistent_volume_and_logs(cluster: Cluster, kube: Kubectl, tmp_p
     volume = local_volume(pv_name, str(data), "data", kube.namespace)
     cluster.kubectl("apply", "-f", "-", input=json.dumps(object_list(volume)))
     try:
-        code = "open('/data/hello.txt', 'w').write('from the pod'); print('written')"
-        pod = python_pod(
-            "writer",
-            code,
-            container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
-            volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-        )
-        assert "written" in run_to_end(kube, pod, timeout=90)
+        assert "written" in write_through_claim(kube, "from the pod")
         assert (data / "hello.txt").read_text() == "from the pod"
     finally:
         cluster.kubectl("delete", "namespace", kube.namespace, "--wait=true", check=False)
         cluster.kubectl("delete", "pv", pv_name, "--wait=false", check=False)
+
+
+def write_through_claim(kube: Kubectl, text: str) -> str:
+    """A restricted pod writes `text` to /data/hello.txt on the claim `data`; its log."""
+    code = f"open('/data/hello.txt', 'w').write({text!r}); print('written')"
+    pod = python_pod(
+        "writer",
+        code,
+        container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+        volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+    )
+    return run_to_end(kube, pod, timeout=90)
 
 
 def test_default_storage_class_binds_a_claim_without_a_class(
@@ -425,14 +430,7 @@ def test_default_storage_class_binds_a_claim_without_a_class(
     try:
         created = kube.get("pvc", "data") or {}
         assert created["spec"].get("storageClassName") == "standard", created["spec"]
-        code = "open('/data/hello.txt', 'w').write('x'); print('written')"
-        pod = python_pod(
-            "writer",
-            code,
-            container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
-            volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
-        )
-        assert "written" in run_to_end(kube, pod, timeout=90)
+        assert "written" in write_through_claim(kube, "x")
         bound = kube.get("pvc", "data") or {}
         assert bound["status"]["phase"] == "Bound", bound.get("status")
         volume = json.loads(
