@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 from testbed.ports import free_port
 from testbed.processes import stop_process
 
@@ -65,6 +66,27 @@ class Kubectl:
         if selector:
             args += ["-l", selector]
         return json.loads(self.run(*args).stdout)["items"]
+
+
+class Replicas:
+    """Reads a worker Deployment's replicas through the API client: fast enough to time."""
+
+    def __init__(self, cluster: Any, namespace: str, taskqueue: str) -> None:
+        self.apps = kubernetes.client.AppsV1Api(cluster.api_client())
+        self.namespace = namespace
+        self.name = f"{taskqueue}-workers"
+
+    def __call__(self) -> int:
+        try:
+            deployment = self.apps.read_namespaced_deployment(self.name, self.namespace)
+        except kubernetes.client.exceptions.ApiException:
+            return -1
+        return int(deployment.spec.replicas or 0)
+
+
+def queue_of(kube: Kubectl, suffix: str = "") -> str:
+    """A queue name of the test's own namespace (tests share one Redis)."""
+    return f"work-{kube.namespace[-8:]}{suffix}"
 
 
 def install_crd(cluster: Any) -> None:

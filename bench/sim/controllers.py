@@ -16,6 +16,7 @@ KEDA's Redis list scaler with the HPA it creates, at their default settings:
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 from taskqueue_operator.api.models import ScalingSpec
@@ -33,8 +34,9 @@ class Operator:
     cluster: Cluster
     spec: ScalingSpec
     tick: float = 1.0
-    lag: float = 1.0
-    """Seconds from the decision to the ReplicaSet acting on the patched replicas."""
+    lag: float = 0.2
+    """Seconds from the decision to the ReplicaSet creating or removing pods (the patch,
+    the Deployment and ReplicaSet controllers: tens of ms each on the real node)."""
     replicas: int = 0
     """The Deployment's replicas as the operator sees them (it updates its cache on patch)."""
     state: ScalerState = field(default_factory=ScalerState)
@@ -47,7 +49,15 @@ class Operator:
     def step(self) -> None:
         cluster = self.cluster
         observation = cluster.observe()
-        decision = decide(self.spec, observation, self.replicas, self.state, EPOCH + cluster.now)
+        starts = cluster.pod_starts[-20:]  # what reconcile/pod_start.py keeps
+        decision = decide(
+            self.spec,
+            observation,
+            self.replicas,
+            self.state,
+            EPOCH + cluster.now,
+            pod_start=statistics.median(starts) if starts else None,
+        )
         self.state = decision.state
         self.modes[decision.mode] = self.modes.get(decision.mode, 0) + 1
         if not decision.changed:
@@ -59,6 +69,40 @@ class Operator:
         self.replicas = decision.replicas
         replicas = decision.replicas
         cluster.at(cluster.now + self.lag, lambda: cluster.scale(replicas), ACTUATE)
+
+
+@dataclass
+class PlainFormula:
+    """The textbook rule, ceil((pending + running) / target) every tick, with our
+    scale-down stabilization and warm shutdown: the operator's old default."""
+
+    cluster: Cluster
+    target: int
+    max_replicas: int
+    scale_down_delay: float = 60.0
+    tick: float = 1.0
+    lag: float = 0.2
+    replicas: int = 0
+    recent: list[tuple[float, int]] = field(default_factory=list)
+
+    def start(self, offset: float = 0.0) -> None:
+        self.cluster.every(self.tick, offset, self.step)
+
+    def step(self) -> None:
+        cluster = self.cluster
+        now = cluster.now
+        load = len(cluster.queue) + cluster.running
+        wanted = min(self.max_replicas, math.ceil(load / self.target))
+        self.recent = [(t, r) for t, r in self.recent if t > now - self.scale_down_delay]
+        self.recent.append((now, wanted))
+        replicas = max(r for _, r in self.recent) if wanted < self.replicas else wanted
+        if replicas == self.replicas:
+            return
+        busy = cluster.observe().busy_pods()
+        for pod in cluster.pods.values():
+            pod.deletion_cost = BUSY_POD_DELETION_COST if pod.name in busy else 0
+        self.replicas = replicas
+        cluster.at(now + self.lag, lambda: cluster.scale(replicas), ACTUATE)
 
 
 @dataclass

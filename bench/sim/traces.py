@@ -7,6 +7,8 @@ Each trace lasts an hour of simulated time:
 * diurnal: a day compressed into the hour, 0.1 jobs/s at night to 3.1 jobs/s at noon;
   jobs of ~1.5 s.
 * spike: 0.3 jobs/s all along, and 15 jobs/s for one minute at t=20 min; jobs of ~3 s.
+* batch: one large batch, 1,500 jobs enqueued within 5 s at a random moment of the
+  first half hour (a nightly backtest sweep), over a trickle of 0.05 jobs/s; jobs of ~6 s.
 
 Service times are log-normal (sigma 0.6): mostly near the mean, with a tail.
 """
@@ -68,11 +70,26 @@ def spike(rng: np.random.Generator) -> pd.DataFrame:
     return pd.DataFrame({"arrival": arrivals, "service": _service(rng, len(arrivals), 3.0)})
 
 
+def batch(rng: np.random.Generator) -> pd.DataFrame:
+    trickle = _poisson(rng, lambda t: np.full_like(t, 0.05), 0.05)
+    moment = rng.uniform(60.0, DURATION / 2)
+    sweep = moment + rng.uniform(0.0, 5.0, 1500)
+    arrivals = np.sort(np.concatenate([trickle, sweep]))
+    return pd.DataFrame({"arrival": arrivals, "service": _service(rng, len(arrivals), 6.0)})
+
+
 GENERATORS: dict[str, Callable[[np.random.Generator], pd.DataFrame]] = {
     "bursty": bursty,
     "diurnal": diurnal,
     "spike": spike,
+    "batch": batch,
 }
+
+
+def generate(name: str, seed: int) -> pd.DataFrame:
+    """A fresh trace of this generator and seed (one stream per trace, so adding a trace
+    does not change the others)."""
+    return GENERATORS[name](np.random.default_rng([seed, sum(name.encode())]))
 
 
 def load(name: str, folder: Path, seed: int) -> pd.DataFrame:
@@ -84,9 +101,7 @@ def load(name: str, folder: Path, seed: int) -> pd.DataFrame:
         meta = table.schema.metadata or {}
         if all(meta.get(k) == v for k, v in wanted.items()):
             return table.to_pandas()
-    # One stream per trace, so adding a trace does not change the others.
-    rng = np.random.default_rng([seed, sum(name.encode())])
-    frame = GENERATORS[name](rng)
+    frame = generate(name, seed)
     table = pa.Table.from_pandas(frame, preserve_index=False)
     table = table.replace_schema_metadata({**wanted, b"trace": name.encode()})
     folder.mkdir(parents=True, exist_ok=True)

@@ -132,13 +132,14 @@ class TaskQueueCollector(Collector):
         )
         target_wait = GaugeMetricFamily(
             "taskqueue_target_queue_seconds",
-            "spec.scaling.targetQueueSeconds, when set: the wait the alerts compare against.",
+            "spec.scaling.targetQueueSeconds (autoscaled TaskQueues): the wait the pool is sized "
+            "for and the alerts compare against.",
             labels=_TQ,
         )
         target_backlog = GaugeMetricFamily(
             "taskqueue_target_backlog_per_worker",
-            "spec.scaling.targetBacklogPerWorker (autoscaled TaskQueues): pending + running "
-            "jobs per worker the pool is sized for.",
+            "spec.scaling.targetBacklogPerWorker, where that optional cap is set: at most "
+            "one worker per this many pending + running jobs.",
             labels=_TQ,
         )
         max_replicas = GaugeMetricFamily(

@@ -87,8 +87,10 @@ def taskqueue_lines(
     if scaling:
         mode += (
             f" {scaling.get('minReplicas', 0)}..{scaling.get('maxReplicas', 10)}, "
-            f"{scaling.get('targetBacklogPerWorker', 10)} jobs/worker"
+            f"jobs start within {scaling.get('targetQueueSeconds', 10.0):g}s"
         )
+        if scaling.get("targetBacklogPerWorker"):
+            mode += f", at most 1 worker per {scaling['targetBacklogPerWorker']} jobs"
     lines.append(f"Scaling:      {mode}")
     lines.append(
         "Replicas:     desired {d}, current {c}, ready {r}".format(

@@ -3,7 +3,9 @@ The queue-health rules: the PrometheusRule's spec (templates/prometheusrule.yaml
 with the default values, files/alerts.yaml for a Prometheus without the Prometheus Operator
 (tests/unit/chart/test_alert_rules.py keeps the two equal and runs promtool on both).
 Thresholds follow each TaskQueue's own targets where it has one (the operator exports them:
-taskqueue_target_backlog_per_worker, taskqueue_max_replicas, taskqueue_target_queue_seconds)
+taskqueue_target_queue_seconds for every autoscaled TaskQueue, taskqueue_max_replicas, and
+taskqueue_target_backlog_per_worker where the cap is set; the fixed-replicas thresholds
+apply only where no target is exported)
 and come from .Values.metrics.prometheusRule.thresholds where it has none.
 Prometheus' own templates ({{ $labels.x }}) are written {{`{{ $labels.x }}`}} here.
 */}}
@@ -15,7 +17,8 @@ groups:
       # Pending + running jobs: what spec.scaling.targetBacklogPerWorker counts per worker.
       - record: taskqueue:backlog_jobs
         expr: sum by (namespace, taskqueue) (taskqueue_jobs{status=~"queued|started"})
-      # The backlog an autoscaled TaskQueue is sized for at maxReplicas (max by: one series
+      # The backlog an autoscaled TaskQueue with the optional targetBacklogPerWorker cap is
+      # sized for at maxReplicas (max by: one series
       # per TaskQueue whatever the scrape labels, even while two operator pods hand over).
       - record: taskqueue:backlog_capacity_jobs
         expr: |
@@ -43,19 +46,25 @@ groups:
           or (
             sum by (namespace, taskqueue) (taskqueue_jobs{status="queued"}) > {{ $t.fixedBacklog.warning }}
             and sum by (namespace, taskqueue) (taskqueue_jobs{status="queued"}) <= {{ $t.fixedBacklog.critical }}
-            unless on (namespace, taskqueue) taskqueue:backlog_capacity_jobs
+            unless on (namespace, taskqueue) (
+              taskqueue:backlog_capacity_jobs
+              or max by (namespace, taskqueue) (taskqueue_target_queue_seconds)
+            )
           )
         for: 5m
         labels: {severity: warning}
         annotations:
           summary: "{{`{{ $labels.namespace }}/{{ $labels.taskqueue }}`}} holds {{`{{ $value }}`}} jobs, more than it is sized for"
-          description: "For 5 minutes: more than targetBacklogPerWorker x maxReplicas pending + running jobs (autoscaled), or more than {{ $t.fixedBacklog.warning }} pending jobs (fixed replicas). Check `kubectl get tq` (DESIRED vs READY) and scaling.maxReplicas."
+          description: "For 5 minutes: more than targetBacklogPerWorker x maxReplicas pending + running jobs (autoscaled), or more than {{ $t.fixedBacklog.warning }} pending jobs (fixed replicas; an autoscaled TaskQueue without the cap alerts on its wait, TaskQueueJobWaitAboveTarget). Check `kubectl get tq` (DESIRED vs READY) and scaling.maxReplicas."
       - alert: TaskQueueBacklogCritical
         expr: |
           taskqueue:backlog_jobs > on (namespace, taskqueue) {{ $t.backlogCriticalFactor }} * taskqueue:backlog_capacity_jobs
           or (
             sum by (namespace, taskqueue) (taskqueue_jobs{status="queued"}) > {{ $t.fixedBacklog.critical }}
-            unless on (namespace, taskqueue) taskqueue:backlog_capacity_jobs
+            unless on (namespace, taskqueue) (
+              taskqueue:backlog_capacity_jobs
+              or max by (namespace, taskqueue) (taskqueue_target_queue_seconds)
+            )
           )
         for: 5m
         labels: {severity: critical}

@@ -322,21 +322,27 @@ class ScalingSpec(ApiModel):
 
     min_replicas: int = Field(default=0, ge=0, le=1000, description="0 allows scale to zero.")
     max_replicas: int = Field(default=10, ge=1, le=1000)
-    target_backlog_per_worker: int = Field(
-        default=10,
-        ge=1,
-        le=100000,
-        description="Desired (pending + running) jobs per worker.",
-    )
-    target_queue_seconds: float | None = Field(
-        default=None,
+    target_queue_seconds: float = Field(
+        default=10.0,
         gt=0,
         le=86400,
-        description="Optional queue-time target: size the pool by Little's law from the "
-        "measured arrival rate and service time (instead of the backlog target).",
+        description="The wait a job may accept before it starts (seconds). The pool is "
+        "sized from the measured arrival rate, service time, pod start and the oldest "
+        "pending job's age so that jobs start within it, and shrinks when they would anyway.",
+    )
+    target_backlog_per_worker: int | None = Field(
+        default=None,
+        ge=1,
+        le=100000,
+        description="Optional cap: never more than one worker per this many (pending + "
+        "running) jobs, whatever the wait (spend less, accept longer waits).",
     )
     scale_down_delay: Duration = Field(
-        default="60s", description="Lower demand must last this long before workers are removed."
+        default="2s",
+        description="Lower demand must last this long before workers are removed. Short by "
+        "default: only idle workers are removed (protectBusyWorkers, warm shutdown) and a "
+        "new one starts in about a pod start, so idle workers kept longer cost more than "
+        "they save (bench/policy_sim.py); raise it for load that comes back within minutes.",
     )
     poll_interval: Duration = Field(default="1s", description="How often Redis is observed.")
     max_scale_up_step: int | None = Field(

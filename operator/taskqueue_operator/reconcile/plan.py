@@ -293,7 +293,14 @@ def _scaling(
         return ScaleInfo(desired_replicas=spec.fixed_replicas), None, state, []
     deployment = observation.deployment
     current = deployment.replicas if deployment.exists else spec.scaling.min_replicas
-    decision = decide(spec.scaling, observation.redis, current, state.scaler, observation.time)
+    decision = decide(
+        spec.scaling,
+        observation.redis,
+        current,
+        state.scaler,
+        observation.time,
+        pod_start=state.pod_starts.median,
+    )
     replicas, reason, limited = decision.replicas, decision.reason, decision.limited
     if suspended and replicas > current:
         # Suspended workers take no jobs: more of them would only cost.

@@ -12,7 +12,15 @@ from typing import Any
 import kubernetes
 import pytest
 import redis
-from e2e_helpers import Kubectl, condition, make_secret, taskqueue_manifest, wait_for
+from e2e_helpers import (
+    Kubectl,
+    Replicas,
+    condition,
+    make_secret,
+    queue_of,
+    taskqueue_manifest,
+    wait_for,
+)
 from rq import Queue
 from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry
@@ -25,22 +33,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SLEEP = "taskqueue_worker.examples.sleep"
 
 
-class Replicas:
-    """Reads a worker Deployment's replicas through the API client: fast enough to time."""
-
-    def __init__(self, cluster: Cluster, namespace: str, taskqueue: str) -> None:
-        self.apps = kubernetes.client.AppsV1Api(cluster.api_client())
-        self.namespace = namespace
-        self.name = f"{taskqueue}-workers"
-
-    def __call__(self) -> int:
-        try:
-            deployment = self.apps.read_namespaced_deployment(self.name, self.namespace)
-        except kubernetes.client.exceptions.ApiException:
-            return -1
-        return int(deployment.spec.replicas or 0)
-
-
 def scaling(**overrides: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "minReplicas": 0,
@@ -50,10 +42,6 @@ def scaling(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return base
-
-
-def queue_of(kube: Kubectl, suffix: str = "") -> str:
-    return f"work-{kube.namespace[-8:]}{suffix}"
 
 
 def test_burst_wakes_in_a_second_scales_to_max_drains_and_returns_to_zero(

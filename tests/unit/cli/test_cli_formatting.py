@@ -106,7 +106,7 @@ def test_taskqueue_lines() -> None:
     ]
     lines = status.taskqueue_lines(TASKQUEUE, events, NOW)
     text = "\n".join(lines)
-    assert "Scaling:      autoscaling 0..8, 10 jobs/worker" in text
+    assert "Scaling:      autoscaling 0..8, jobs start within 10s" in text
     assert "Replicas:     desired 3, current 3, ready 2" in text
     assert "Last scale:   5m ago: backlog 25 > 2 workers x 10" in text
     assert "RedisReachable   True" in text and "2h ago" in text

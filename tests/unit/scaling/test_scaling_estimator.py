@@ -1,13 +1,14 @@
-"""The arrival-rate / service-time estimator and the queue-time (Little's law) mode."""
+"""The arrival-rate / service-time estimator and the latency-first demand built on it."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from scaling_helpers import T0, obs, run, spec, worker
+from scaling_helpers import T0, iso, obs, run, spec, worker
 from taskqueue_operator.observation import RedisObservation
 from taskqueue_operator.scaling.estimator import (
     ARRIVAL_TAU_SECONDS,
@@ -180,45 +181,70 @@ def test_arrival_ewma_does_not_depend_on_how_time_is_sliced(rate: float, gaps: l
     assert estimates.arrival_rate == pytest.approx(expected, rel=1e-6, abs=1.0 / min(gaps))
 
 
-# ----------------------------------------------------------------------- queue-time mode
+# ------------------------------------------------------------------- the latency default
 
 
-def test_queue_time_mode_falls_back_to_backlog_until_a_service_time_exists() -> None:
-    scaling = spec(target_queue_seconds=10, target_backlog_per_worker=5)
-    decision = decide(scaling, obs(23), 0, ScalerState(), T0)
-    assert decision.replicas == 5
-    assert decision.mode == "backlog"
-    assert "no service time measured yet" in decision.reason
+def test_before_any_completion_every_pending_job_gets_a_worker() -> None:
+    decision = decide(spec(max_replicas=50), obs(7, 2), 0, ScalerState(), T0)
+    assert (decision.replicas, decision.mode) == (9, "latency-cold")
+    assert "7 pending + 2 running, no service time measured yet" in decision.reason
+
+
+def test_the_backlog_target_caps_the_cold_start() -> None:
+    decision = decide(spec(target_backlog_per_worker=5), obs(23), 0, ScalerState(), T0)
+    assert (decision.replicas, decision.mode) == (5, "backlog")
+    assert "capped: load 23 (23 pending + 0 running) / 5 per worker" in decision.reason
 
 
 def test_littles_law_sizes_the_pool_in_steady_state() -> None:
     # 2 jobs/s x 3 s = 6 busy workers; no backlog, so no drain term.
-    scaling = spec(max_replicas=50, target_queue_seconds=10, scale_down_delay="0s")
+    scaling = spec(max_replicas=50, scale_down_delay="0s")
     decisions = run(scaling, steady(2.0, 3.0, 300, workers=6), current=6)
     last = decisions[-1]
-    assert last.mode == "queue-time"
+    assert last.mode == "latency"
     assert last.replicas == 6
-    assert "jobs/s x 3s" in last.reason
+    assert "jobs/s x 3s = 6 busy" in last.reason
 
 
-def test_drain_term_starts_the_backlog_within_the_target() -> None:
-    # 6 busy + 20 pending x 3 s / 10 s = 6 more.
-    scaling = spec(max_replicas=50, target_queue_seconds=10, scale_down_delay="0s")
+def test_drain_starts_the_backlog_before_the_target_less_the_pod_start() -> None:
+    # 6 busy + 20 pending x 3 s / (10 s - 0 s waited - 2 s assumed pod start) = 7.5 more.
+    scaling = spec(max_replicas=50, scale_down_delay="0s")
     decisions = run(scaling, steady(2.0, 3.0, 300, pending=20, workers=6), current=6)
-    assert decisions[-1].replicas == 12
-    assert "20 pending within 10s" in decisions[-1].reason
+    assert decisions[-1].replicas == 14
+    assert "20 pending, oldest waits 0s of 10s (pod start 2s)" in decisions[-1].reason
+
+
+def test_the_measured_pod_start_and_the_oldest_wait_shrink_the_budget() -> None:
+    scaling = spec(max_replicas=50, scale_down_delay="0s")
+    state = run(scaling, steady(2.0, 3.0, 300, pending=20, workers=6), current=6)[-1].state
+    quick = decide(scaling, obs(20, 6, busy=6, time=T0 + 300), 6, state, T0 + 300, pod_start=0.5)
+    assert quick.replicas == 13  # 6 + 20 x 3 / 9.5 = 12.3
+    now = T0 + 300
+    late = obs(20, 6, busy=6, time=now)
+    queue = replace(late.queues[0], oldest_enqueued_at=iso(now - 5.0))
+    hurried = decide(scaling, replace(late, queues=(queue,)), 6, state, now, pod_start=0.5)
+    assert hurried.replicas == 20  # 6 + 20 x 3 / (10 - 5 - 0.5) = 19.3
+    assert "oldest waits 5s of 10s (pod start 0.5s)" in hurried.reason
 
 
 def test_drain_never_asks_more_than_one_worker_per_pending_job() -> None:
     # Jobs of 30 s, target 10 s: 4 pending need 4 extra workers, not 12.
-    scaling = spec(max_replicas=50, target_queue_seconds=10, scale_down_delay="0s")
+    scaling = spec(max_replicas=50, scale_down_delay="0s")
     decisions = run(scaling, steady(0.1, 30.0, 600, pending=4, workers=3), current=3)
     assert decisions[-1].replicas == 3 + 4
 
 
-def test_queue_time_mode_still_scales_to_zero() -> None:
+def test_the_backlog_target_caps_the_latency_demand() -> None:
+    scaling = spec(max_replicas=50, scale_down_delay="0s", target_backlog_per_worker=10)
+    decisions = run(scaling, steady(2.0, 3.0, 300, pending=20, workers=6), current=6)
+    last = decisions[-1]
+    assert (last.demand, last.mode) == (3, "backlog")  # 26 jobs / 10 per worker
+    assert (last.replicas, last.limited) == (6, "held by 6 busy workers")
+
+
+def test_latency_mode_still_scales_to_zero() -> None:
     # The arrival EWMA only decays; zero load must still mean zero demand.
-    scaling = spec(target_queue_seconds=10, scale_down_delay="30s")
+    scaling = spec(scale_down_delay="30s")
     busy = steady(2.0, 3.0, 100, workers=6)
     quiet = [(100.0 + t, obs()) for t in range(0, 40)]
     decisions = run(scaling, busy + quiet, current=6)
@@ -226,9 +252,9 @@ def test_queue_time_mode_still_scales_to_zero() -> None:
     assert decisions[-1].replicas == 0
 
 
-def test_queue_time_mode_wakes_even_with_zero_length_jobs() -> None:
-    scaling = spec(target_queue_seconds=10)
+def test_latency_mode_wakes_even_with_zero_length_jobs() -> None:
+    scaling = spec()
     state = run(scaling, steady(1.0, 0.0, 20), current=1)[-1].state
     assert state.estimates.service_time == 0.0
     decision = decide(scaling, obs(1), 0, state, T0 + 100)
-    assert (decision.mode, decision.replicas) == ("queue-time", 1)
+    assert (decision.mode, decision.replicas) == ("latency", 1)

@@ -19,7 +19,7 @@ def test_fresh_state_is_constructible_without_arguments() -> None:
     assert state.estimates.time is None
 
 
-# ------------------------------------------------------------------------------ backlog
+# ------------------------------------------------------------------- the backlog cap
 
 
 def test_load_counts_pending_and_running() -> None:
@@ -144,8 +144,8 @@ def test_scale_to_zero_after_the_delay_of_zero_load_only() -> None:
     scaling = spec(min_replicas=0, scale_down_delay="60s")
     ticks = [(0.0, obs(3))] + [(float(t), obs()) for t in range(1, 100)]
     decisions = run(scaling, ticks, current=0)
-    assert decisions[0].replicas == 1
-    assert all(d.replicas == 1 for d in decisions[1:61])
+    assert decisions[0].replicas == 3  # no service time yet: one worker per job
+    assert all(d.replicas == 3 for d in decisions[1:61])
     assert decisions[61].replicas == 0
 
 
@@ -199,7 +199,7 @@ def test_push_drops_a_sample_once_replaced_longer_than_the_horizon_ago() -> None
 
 
 def test_never_below_the_busy_workers() -> None:
-    scaling = spec(scale_down_delay="0s", protect_busy_workers=True)
+    scaling = spec(scale_down_delay="0s", protect_busy_workers=True, target_backlog_per_worker=10)
     decision = decide(scaling, obs(0, 3, busy=3, idle=2), 5, ScalerState(), T0)
     assert decision.replicas == 3  # demand 1 (3 running / 10), 3 busy
     assert decision.limited == "held by 3 busy workers"
@@ -207,7 +207,7 @@ def test_never_below_the_busy_workers() -> None:
 
 
 def test_busy_floor_is_off_when_not_protecting() -> None:
-    scaling = spec(scale_down_delay="0s", protect_busy_workers=False)
+    scaling = spec(scale_down_delay="0s", protect_busy_workers=False, target_backlog_per_worker=10)
     decision = decide(scaling, obs(0, 3, busy=3, idle=2), 5, ScalerState(), T0)
     assert (decision.replicas, decision.limited) == (1, None)
 
@@ -255,7 +255,7 @@ def test_long_outage_never_scales_to_zero_nor_moves_replicas() -> None:
 
 
 def test_after_an_outage_the_delay_starts_again() -> None:
-    scaling = spec(scale_down_delay="60s")
+    scaling = spec(scale_down_delay="60s", target_backlog_per_worker=10)
     ticks = [(0.0, obs(40))] + [(float(t), None) for t in range(1, 120)]
     ticks += [(float(t), obs()) for t in range(120, 200)]
     decisions = run(scaling, ticks, current=0)

@@ -36,8 +36,8 @@ def specs(draw: st.DrawFn) -> ScalingSpec:
     return spec(
         min_replicas=low,
         max_replicas=draw(st.integers(max(low, 1), 12)),
-        target_backlog_per_worker=draw(st.integers(1, 20)),
-        target_queue_seconds=draw(st.none() | st.floats(0.5, 60)),
+        target_backlog_per_worker=draw(st.none() | st.integers(1, 20)),
+        target_queue_seconds=draw(st.floats(0.5, 60)),
         scale_down_delay=draw(st.sampled_from(["0s", "3s", "10s", "60s"])),
         max_scale_up_step=draw(st.none() | st.integers(1, 4)),
         protect_busy_workers=draw(st.booleans()),
