@@ -352,6 +352,9 @@ class TaskQueueLoop:
         await self.executor.post(follow_ups)
         self.report(taskqueue, observation, planned, outcomes)
         await self.save_timeline(taskqueue, observation)
+        if planned.wake_at is not None:
+            # A schedule's pre-warm window opens (or closes) before the next poll.
+            interval = min(interval, max(0.0, planned.wake_at - self.clock()))
         return interval
 
     async def report_invalid_spec(self, error: pydantic.ValidationError) -> None:

@@ -435,6 +435,14 @@ class ScheduleSpec(ApiModel):
     failure_ttl: Duration | None = None
     suspend: bool = False
     starting_deadline_seconds: int | None = Field(default=None, ge=1, le=86400)
+    prewarm_workers: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Workers started one measured pod start before each slot and held until "
+        "the slot's run has enqueued (at most 60 s after the slot), so the first job does not "
+        "wait a pod start; still capped by scaling.maxReplicas. 0 turns it off.",
+    )
 
 
 class TaskQueueSpec(ApiModel):

@@ -47,9 +47,14 @@ from taskqueue_operator.reconcile.effects import (
     Scale,
 )
 from taskqueue_operator.reconcile.fields import with_user_fields
-from taskqueue_operator.reconcile.labels import DELETION_COST_ANNOTATION, worker_deployment_name
+from taskqueue_operator.reconcile.labels import (
+    DELETION_COST_ANNOTATION,
+    cronjob_name,
+    worker_deployment_name,
+)
 from taskqueue_operator.reconcile.pod_start import PodStarts, measure
 from taskqueue_operator.reconcile.pods import pod_problems
+from taskqueue_operator.reconcile.prewarm import Prewarm, prewarm, schedule_runs
 from taskqueue_operator.reconcile.schedules import desired_cronjobs
 from taskqueue_operator.reconcile.status import (
     Health,
@@ -123,6 +128,9 @@ class Plan:
     effects: tuple[Effect, ...]
     scale: ScaleInfo
     decision_reason: str | None = None
+    wake_at: float | None = None
+    """Tick again by then even if nothing happens: a schedule's pre-warm window opens or
+    closes."""
 
 
 def backoff_seconds(streak: int) -> float:
@@ -177,7 +185,10 @@ def plan(
         starts = measure(state.pod_starts, seen.pods, seen.pods_seen_at, observation.redis.workers)
         state = replace(state, pod_starts=starts)
 
-    scale, decision_reason, state, scaling = _scaling(taskqueue, observation, state, suspended)
+    warm = _prewarm(taskqueue, observation, state)
+    scale, decision_reason, state, scaling = _scaling(
+        taskqueue, observation, state, suspended, warm
+    )
     effects += scaling
 
     dry_run = observation.dry_run
@@ -213,6 +224,7 @@ def plan(
         effects=tuple(effects),
         scale=scale,
         decision_reason=decision_reason,
+        wake_at=warm.wake_at,
     )
 
 
@@ -285,8 +297,31 @@ def _recovery(
     return state, effects
 
 
+def _prewarm(taskqueue: TaskQueue, observation: Observation, state: LoopState) -> Prewarm:
+    """The workers the schedules want up around their slots (autoscaled pools only)."""
+    spec = taskqueue.spec
+    if spec.scaling is None or not spec.schedules:
+        return Prewarm()
+    cronjobs = observation.children.cronjobs
+    runs = {
+        s.name: schedule_runs(cronjobs.get(cronjob_name(taskqueue.name, s.name)))
+        for s in spec.schedules
+    }
+    return prewarm(
+        spec.schedules,
+        runs,
+        observation.time,
+        state.pod_starts.median,
+        spec.scaling.poll_interval_seconds,
+    )
+
+
 def _scaling(
-    taskqueue: TaskQueue, observation: Observation, state: LoopState, suspended: bool
+    taskqueue: TaskQueue,
+    observation: Observation,
+    state: LoopState,
+    suspended: bool,
+    warm: Prewarm,
 ) -> tuple[ScaleInfo, str | None, LoopState, list[Effect]]:
     spec = taskqueue.spec
     if spec.scaling is None:
@@ -300,6 +335,8 @@ def _scaling(
         state.scaler,
         observation.time,
         pod_start=state.pod_starts.median,
+        prewarm=warm.workers,
+        prewarm_reason=warm.reason,
     )
     replicas, reason, limited = decision.replicas, decision.reason, decision.limited
     if suspended and replicas > current:

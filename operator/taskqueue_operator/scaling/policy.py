@@ -29,6 +29,10 @@ Per tick:
    pool above maxReplicas after max was lowered, but never raises it above the current
    replicas: the floor only refuses to remove pods, it never adds them.
 5. Redis unreadable (observation None): hold the current replicas, whatever they are.
+
+A schedule's pre-warm (`prewarm=`, from reconcile/prewarm.py) is a floor on the demand of
+step 1: it goes through the same clamp and stabilization, so it never exceeds maxReplicas
+and its workers leave scaleDownDelay after the window closes.
 """
 
 from __future__ import annotations
@@ -81,7 +85,8 @@ class ScaleDecision:
     """replicas != current_replicas."""
     mode: str = "latency"
     """"latency", "latency-cold" (no service time measured yet), "backlog" (the
-    targetBacklogPerWorker cap decided) or "hold" (no observation)."""
+    targetBacklogPerWorker cap decided), "prewarm" (a schedule's pre-warm floor decided)
+    or "hold" (no observation)."""
     demand: int | None = None
     """Workers the load asks for, before clamping, stabilization and the busy floor."""
 
@@ -182,8 +187,11 @@ def decide(
     now: float,
     *,
     pod_start: float | None = None,
+    prewarm: int = 0,
+    prewarm_reason: str | None = None,
 ) -> ScaleDecision:
-    """Desired replicas for this tick, and the state for the next one."""
+    """Desired replicas for this tick, and the state for the next one. `prewarm` workers
+    (reconcile/prewarm.py: a schedule's slot is near) are a floor on the demand."""
     current = max(0, current_replicas)
     delay = spec.scale_down_delay_seconds
     window = state.window
@@ -206,6 +214,9 @@ def decide(
 
     estimates = estimator.update(state.estimates, observation, now)
     demand = _demand(spec, observation, estimates, pod_start)
+    if prewarm > demand.workers:
+        why = f"{demand.why}; {prewarm_reason or f'pre-warm {prewarm}'}"
+        demand = _Demand(prewarm, why, "prewarm")
     recommended = _clamp(demand.workers, spec)
     window = push(window, now, recommended, delay)
     highest = window[0].replicas  # the max over the stabilization window

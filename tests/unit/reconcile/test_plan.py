@@ -463,3 +463,26 @@ def test_an_outage_is_redis_unreachable_and_its_return_is_told() -> None:
     assert [(e.type, e.reason) for e in of(back.effects, PostEvent)] == [
         ("Normal", "RedisReachable")
     ]
+
+
+# ---------------------------------------------------------------------- pre-warm
+
+
+def test_a_pool_at_zero_is_prewarmed_before_a_slot_and_the_plan_wakes_for_the_window() -> None:
+    soon = {**SCHEDULE, "schedule": "1 8 * * *"}  # NOW is 08:00:00 UTC
+    tq = taskqueue(scaling=AUTOSCALED, schedules=[soon])
+    early = plan(tq, observe(tq, replicas=0), LoopState())
+    assert of(early.effects, Scale) == []
+    # Unmeasured pod start 5 s + poll 1 s + margin 1 s: the window opens 7 s before 08:01.
+    assert early.wake_at == NOW + 60 - 7
+    due = plan(tq, observe(tq, replicas=0, at=NOW + 53), LoopState())
+    (scale,) = of(due.effects, Scale)
+    assert scale.replicas == 1
+    assert "pre-warm for schedule nightly at 08:01:00 UTC" in scale.reason
+
+
+def test_a_fixed_pool_is_never_prewarmed() -> None:
+    soon = {**SCHEDULE, "schedule": "1 8 * * *"}
+    tq = taskqueue(replicas=0, schedules=[soon])
+    result = plan(tq, observe(tq, at=NOW + 55), LoopState())
+    assert of(result.effects, Scale) == [] and result.wake_at is None
