@@ -78,6 +78,14 @@ def _parsed_status(status: dict[str, Any] | None) -> TaskQueueStatus | None:
         return None
 
 
+def sleep_seconds(poll_interval: float, wake_at: float | None, now: float) -> float:
+    """Until the next tick: the poll interval, or less when the plan asked to be woken
+    earlier (a schedule's pre-warm window opens or closes before the next poll)."""
+    if wake_at is None:
+        return poll_interval
+    return min(poll_interval, max(0.0, wake_at - now))
+
+
 class TaskQueueGone(Exception):
     """The TaskQueue no longer exists: its loop ends."""
 
@@ -352,10 +360,7 @@ class TaskQueueLoop:
         await self.executor.post(follow_ups)
         self.report(taskqueue, observation, planned, outcomes)
         await self.save_timeline(taskqueue, observation)
-        if planned.wake_at is not None:
-            # A schedule's pre-warm window opens (or closes) before the next poll.
-            interval = min(interval, max(0.0, planned.wake_at - self.clock()))
-        return interval
+        return sleep_seconds(interval, planned.wake_at, self.clock())
 
     async def report_invalid_spec(self, error: pydantic.ValidationError) -> None:
         """A body the operator's model refuses (the CRD let it through): say which field,
