@@ -13,6 +13,11 @@ by default). Per round, configurations interleaved so machine noise hits all ali
   splits shared pages between the processes sharing them: a pool's loops share what the
   supervisor imported before forking, separate pods share only the file-backed pages
   (the venv's shared libraries) that the page cache holds once;
+* CPU weight: every pod runs in this benchmark's session, so all of them share one CPU
+  weight (Linux's CFS autogroup is per session), as a pool's loops share their pod's. One
+  more configuration gives 4 pods a session (a weight) each, as Kubernetes gives each pod
+  a cgroup whose cpu.shares come from its requests: what that alone is worth to N pods
+  over one pod of N loops with the same requests, on a contended machine;
 * jobs/s: `--noop-jobs` x N no-op jobs (the queue's own cost: CPU) and `--io-jobs` x N
   jobs sleeping 50 ms (I/O-bound: what several loops per pod are for), from the first
   job's start to the last one's end (start-up left out).
@@ -56,6 +61,10 @@ class Config:
     pods: int
     processes: int
     """Loops per pod."""
+    weight_per_pod: bool = False
+    """Each pod in a session of its own, hence (Linux's CFS autogroups) a CPU weight of its
+    own, as Kubernetes gives each pod a cgroup whose cpu.shares come from its requests.
+    Otherwise every pod runs in this benchmark's session: one weight for all of them."""
 
 
 @dataclass
@@ -70,6 +79,7 @@ def configs() -> list[Config]:
     for n in (4, 8):
         table.append(Config(f"1 pod x {n} loops", n, 1, n))
         table.append(Config(f"{n} pods x 1 loop", n, n, 1))
+    table.append(Config("4 pods, weight each", 4, 4, 1, weight_per_pod=True))
     return table
 
 
@@ -104,7 +114,9 @@ def tree_memory(root: int) -> tuple[float, float]:
     return pss / 1024, rss / 1024
 
 
-def start_pods(config: Config, url: str, tmp: Path) -> list[subprocess.Popen[bytes]]:
+def start_pods(
+    config: Config, url: str, tmp: Path, worker_class: str
+) -> list[subprocess.Popen[bytes]]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("TASKQUEUE_", "RQ_"))},
         "REDIS_URL": url,
@@ -112,7 +124,7 @@ def start_pods(config: Config, url: str, tmp: Path) -> list[subprocess.Popen[byt
     }
     pods = []
     for index in range(config.pods):
-        args = [WORKER]
+        args = [WORKER, "--worker-class", worker_class]
         if config.processes > 1:
             args += ["--processes", str(config.processes)]
         pods.append(
@@ -121,7 +133,9 @@ def start_pods(config: Config, url: str, tmp: Path) -> list[subprocess.Popen[byt
                 env={**env, "POD_NAME": f"bench-{index}"},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
-                start_new_session=True,
+                # Either way the pod leads its process group (pgid == pid: killpg).
+                start_new_session=config.weight_per_pod,
+                process_group=None if config.weight_per_pod else 0,
             )
         )
     return pods
@@ -165,10 +179,17 @@ def stop(pods: list[subprocess.Popen[bytes]]) -> None:
 
 
 def run_once(
-    config: Config, kind: str, jobs: int, client: redis.Redis, url: str, tmp: Path, fig: Figures
+    config: Config,
+    kind: str,
+    jobs: int,
+    client: redis.Redis,
+    url: str,
+    tmp: Path,
+    fig: Figures,
+    worker_class: str,
 ) -> float:
     client.flushdb()
-    pods = start_pods(config, url, tmp)
+    pods = start_pods(config, url, tmp, worker_class)
     try:
         wait_registered(client, config.loops, pods)
         if kind == "noop":  # registered and idle: the memory a slot costs
@@ -207,6 +228,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--noop-jobs", type=int, default=150, help="per loop")
     parser.add_argument("--io-jobs", type=int, default=40, help="per loop")
+    parser.add_argument("--worker-class", choices=["fork", "simple"], default="fork")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "tests"))
     from testbed.redis_server import RedisServer
@@ -225,7 +247,7 @@ def main() -> int:
                 for kind in KINDS:
                     rate = run_once(
                         config, kind, per_loop[kind] * config.loops, client, server.url, tmp,
-                        figures[config.name],
+                        figures[config.name], args.worker_class,
                     )  # fmt: skip
                     print(
                         f"round {round_ + 1}: {config.name:18s} {kind:5s} {rate:7.1f} jobs/s",
@@ -244,7 +266,9 @@ def main() -> int:
         for name, f in figures.items()
     }
     cores = os.cpu_count()
-    print(f"\n{args.rounds} rounds, {cores} cores, host processes, fork worker class")
+    print(
+        f"\n{args.rounds} rounds, {cores} cores, host processes, {args.worker_class} worker class"
+    )
     print(
         f"{'configuration':18s} {'PSS/slot MiB':>12s} {'RSS/slot MiB':>12s} "
         f"{'noop jobs/s':>11s} {'io jobs/s':>10s}"
@@ -252,7 +276,13 @@ def main() -> int:
     for name, m in med.items():
         print(f"{name:18s} {m['pss']:12.1f} {m['rss']:12.1f} {m['noop']:11.1f} {m['io']:10.1f}")
     one = med["1 pod x 1 loop"]
+    weighted = med["4 pods, weight each"]
     print()
+    print(
+        "4 pods with a CPU weight each / the same 4 pods sharing one weight: "
+        f"noop jobs/s {weighted['noop'] / med['4 pods x 1 loop']['noop']:.2f}, "
+        f"io {weighted['io'] / med['4 pods x 1 loop']['io']:.2f}"
+    )
     for n in (4, 8):
         pool, separate = med[f"1 pod x {n} loops"], med[f"{n} pods x 1 loop"]
         print(

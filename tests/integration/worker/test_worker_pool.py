@@ -158,3 +158,18 @@ def test_a_loop_that_fails_at_start_up_stops_the_pod_with_its_code(
         server.cleanup()
     assert not worker.health_file.exists()
     assert any("failed at start-up" in e["message"] for e in worker.logs())
+
+
+def test_a_second_signal_is_a_cold_shutdown_of_the_busy_loop(
+    start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    worker = ready_pool(start_worker, 2)
+    queue = Queue("default", connection=redis_client)
+    job = queue.enqueue("taskqueue_worker.examples.sleep", 60, job_timeout=120)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, 10, "the job to start")
+    worker.terminate()
+    time.sleep(1.5)  # rq ignores a repeat within 1 s (a pool's forward plus a terminal's ^C)
+    assert worker.process.poll() is None  # warm: still waiting for the job
+    worker.terminate()
+    assert worker.wait(30) == 1, worker.output()  # the busy loop's cold shutdown
+    assert any("cold shut" in e["message"] for e in worker.logs())
