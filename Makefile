@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node
+.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs
 
 system:
 	tests/testbed/bootstrap.sh
@@ -62,6 +62,11 @@ bench: venv
 JOBS ?= 10000
 bench-chaos: bootstrap
 	$(PY) bench/chaos.py --jobs $(JOBS)
+
+# spec.worker.processes: memory per slot and jobs/s per pod, N = 1, 4, 8 loops in one pod
+# against N one-loop pods, as host processes (~4 min on 2 cores).
+bench-procs: venv
+	$(PY) bench/processes_per_pod.py
 
 # Real-node figures: pod start, cold start from zero replicas, scale-down, image builds.
 bench-node: bootstrap

@@ -31,6 +31,8 @@ LOG_LEVEL = "TASKQUEUE_LOG_LEVEL"
 PRELOAD = "TASKQUEUE_PRELOAD"
 RESULT_URI = "TASKQUEUE_RESULT_URI"
 RESULT_TTL = "TASKQUEUE_RESULT_TTL"
+PROCESSES = "TASKQUEUE_PROCESSES"
+"""spec.worker.processes: the work loops one pod runs; set only when more than 1."""
 JOB_TIMEOUT = "TASKQUEUE_JOB_TIMEOUT"
 """spec.worker.jobTimeout in whole seconds: the default and upper bound of a job's timeout."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,11 @@ class RedisObservation:
 
     def busy_pods(self) -> set[str]:
         """Pods whose worker runs a job: they must survive a scale-down."""
-        return {w.hostname for w in self.live_workers if w.busy and w.hostname}
+        return set(self.busy_workers_by_pod())
+
+    def busy_workers_by_pod(self) -> Counter[str]:
+        """How many of each pod's work loops run a job (pods with none are absent)."""
+        return Counter(w.hostname for w in self.live_workers if w.busy and w.hostname)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,9 @@ Variables (all read from the process environment):
     Comma-separated modules the worker imports before its first job (e.g. the
     task modules, ``pandas``): fork workers' work horses then inherit them instead
     of importing them again for every job.
+``TASKQUEUE_PROCESSES``
+    Work loops in this pod (``spec.worker.processes``), default 1; the ``--processes``
+    flag wins. More than 1 runs them under a supervisor (:mod:`taskqueue_worker.pool`).
 ``TASKQUEUE_JOB_TIMEOUT``
     The TaskQueue's ``spec.worker.jobTimeout`` in seconds (the ``--job-timeout`` flag
     wins). It is the default AND the upper bound of every job's timeout: a job enqueued
@@ -43,7 +46,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
 import socket
 import tempfile
 from collections.abc import Mapping
@@ -123,13 +125,22 @@ def pod_name(env: Mapping[str, str]) -> str:
     return env.get(names.POD_NAME, "").strip() or socket.gethostname()
 
 
-def worker_name(pod: str) -> str:
-    """A name unique per process start.
+MAX_PROCESSES = 64  # spec.worker.processes' bound
 
-    Never the bare pod name: a restarted container would find the previous
-    process's worker hash (alive for minutes) and rq refuses to register twice.
-    """
-    return f"{pod}-{secrets.token_hex(4)}"
+
+def processes(flag: int | None, env: Mapping[str, str]) -> int:
+    """Work loops in this pod: the flag wins over ``TASKQUEUE_PROCESSES``; default 1."""
+    if flag is not None:
+        name, raw = "--processes", str(flag)
+    else:
+        name, raw = names.PROCESSES, env.get(names.PROCESSES, "").strip() or "1"
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not 1 <= value <= MAX_PROCESSES:
+        raise ConfigError(f"{name} must be between 1 and {MAX_PROCESSES}, got {value}")
+    return value
 
 
 def health_file(env: Mapping[str, str]) -> Path:
@@ -164,8 +175,11 @@ def positive_float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def job_timeout(flag: float | None, env: Mapping[str, str]) -> int | None:
     """Whole seconds (rq's death penalty is ``signal.alarm``), rounded up: the pod's grace
-    period is ``ceil(jobTimeout) + 30``. The flag wins over ``TASKQUEUE_JOB_TIMEOUT``;
-    neither means no bound."""
+        period is ``ceil(jobTimeout) + 30``. The flag wins over ``TASKQUEUE_PROCESSES``
+        Work loops in this pod (``spec.worker.processes``), default 1; the ``--processes``
+        flag wins. More than 1 runs them under a supervisor (:mod:`taskqueue_worker.pool`).
+    ``TASKQUEUE_JOB_TIMEOUT``;
+        neither means no bound."""
     if flag is not None:
         name, raw = "--job-timeout", str(flag)
     else:

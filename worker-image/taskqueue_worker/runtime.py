@@ -456,6 +456,9 @@ class WorkerSettings:
     preload: tuple[str, ...] | list[str] = ()
     job_timeout: int | None = None
     """Default and upper bound of every job's timeout (jobTimeout); None: rq's rules."""
+    with_scheduler: bool = True
+    """Run rq's scheduler (delayed retries). One loop of a pod's pool is enough: rq's
+    scheduler takes a lock per queue, so the others' would only idle in a process each."""
 
 
 def _status_fn(url: str, worker: Any) -> Any:
@@ -472,14 +475,10 @@ def _status_fn(url: str, worker: Any) -> Any:
     return status
 
 
-def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
-    """Run the worker until a warm shutdown (or, in burst mode, an empty queue)."""
-    early = early if early is not None else EarlyStop().install()
-    # A restarted container keeps its emptyDir: the previous process's heartbeat
-    # must not make this one look alive before it has even registered.
-    settings.health_file.unlink(missing_ok=True)
-
-    for module in settings.preload:
+def preload(modules: tuple[str, ...] | list[str]) -> int | None:
+    """Import the TASKQUEUE_PRELOAD modules; EXIT_PRELOAD if one fails, else None. A pool
+    imports them once, before it forks its loops (then this is a no-op in each)."""
+    for module in modules:
         try:
             importlib.import_module(module)
         except Exception as exc:
@@ -487,6 +486,19 @@ def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
                 "TASKQUEUE_PRELOAD: importing %s failed: %s: %s", module, type(exc).__name__, exc
             )
             return EXIT_PRELOAD
+    return None
+
+
+def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
+    """Run the worker until a warm shutdown (or, in burst mode, an empty queue)."""
+    early = early if early is not None else EarlyStop().install()
+    # A restarted container keeps its emptyDir: the previous process's heartbeat
+    # must not make this one look alive before it has even registered.
+    settings.health_file.unlink(missing_ok=True)
+
+    failed = preload(settings.preload)
+    if failed is not None:
+        return failed
 
     connection = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
     reachable = _await_redis_at_start(connection, settings, early)
@@ -523,7 +535,8 @@ def run(settings: WorkerSettings, early: EarlyStop | None = None) -> int:
     try:
         worker.work(
             burst=settings.burst,
-            with_scheduler=True,  # delayed retries sit in the scheduled registry until it runs
+            # Delayed retries sit in the scheduled registry until a scheduler runs.
+            with_scheduler=settings.with_scheduler,
             logging_level=settings.log_level,
             max_jobs=settings.max_jobs,
         )

@@ -2,20 +2,22 @@
 
 Usage::
 
-    taskqueue-worker [--worker-class fork|simple] [--job-timeout SECONDS] [--burst]
-                     [--max-jobs N] QUEUE [QUEUE ...]
+    taskqueue-worker [--worker-class fork|simple] [--job-timeout SECONDS] [--processes N]
+                     [--burst] [--max-jobs N] QUEUE [QUEUE ...]
     taskqueue-worker --probe [--max-age SECONDS] [--ready]
 
 Queues are listened to in the order given (priority order). Environment: see
 :mod:`taskqueue_worker.config` (``REDIS_URL`` required, ``RQ_KEY_PREFIX``,
-``TASKQUEUE_WORKER_CLASS``, ``TASKQUEUE_JOB_TIMEOUT``, ``POD_NAME``,
+``TASKQUEUE_WORKER_CLASS``, ``TASKQUEUE_JOB_TIMEOUT``, ``TASKQUEUE_PROCESSES``, ``POD_NAME``,
 ``TASKQUEUE_HEALTH_FILE``...).
 
 Exit codes: 0 after a warm shutdown (first SIGTERM/SIGINT: the running job
 finishes first) or a finished ``--burst``; 1 when the loop ends otherwise or on a
 cold shutdown (a second signal more than 1 s after the first); 2 for a bad
 setting or argument; 3 when a ``TASKQUEUE_PRELOAD`` module fails to import;
-4 when Redis is unreachable at start-up. ``--probe`` exits 0 when the heartbeat
+4 when Redis is unreachable at start-up. With ``--processes`` N > 1 a supervisor runs N
+loops (:mod:`taskqueue_worker.pool`) and exits with the code of the loop that made it
+stop. ``--probe`` exits 0 when the heartbeat
 file is fresh, 1 otherwise, printing one line.
 
 This module imports neither rq nor pandas, so probes start fast and a bad
@@ -28,6 +30,8 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
+
+from taskqueue_contract import worker_names as names
 
 from taskqueue_worker import config
 
@@ -57,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="default and upper bound of every job's timeout (the TaskQueue's "
         "spec.worker.jobTimeout). Default from TASKQUEUE_JOB_TIMEOUT; neither: rq's rules.",
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="work loops in this pod, under one supervisor (spec.worker.processes). "
+        "Default from TASKQUEUE_PROCESSES, else 1.",
     )
     parser.add_argument("--burst", action="store_true", help="exit once the queues are empty")
     parser.add_argument("--max-jobs", type=int, default=None, help="exit after N jobs")
@@ -94,7 +106,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             raise config.ConfigError("--max-jobs must be >= 1")
         config.key_prefix(env)  # before rq is imported: it would raise a bare ValueError
         pod = config.pod_name(env)
-        worker_name = config.worker_name(pod)
+        processes = config.processes(args.processes, env)
+        worker_name = names.worker_name(pod, slot=0)
         from taskqueue_worker.logs import setup_json_logging
 
         level = config.log_level(env)
@@ -121,6 +134,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     from taskqueue_worker.lifecycle import EarlyStop
 
     early = EarlyStop().install()  # before the slow imports (rq, the preloads)
+    if processes > 1:
+        setup_json_logging(level, static={"worker": f"{pod}-pool", "pod": pod})
+        from taskqueue_worker import pool, runtime
+
+        return pool.main(runtime.WorkerSettings(**settings_kwargs), processes, early)
     setup_json_logging(level, static={"worker": worker_name, "pod": pod})
     from taskqueue_worker import runtime
 

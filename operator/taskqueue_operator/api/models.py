@@ -282,6 +282,15 @@ class WorkerSpec(ApiModel):
         description="fork: a child process per job (isolation, RQ's default); simple: jobs run "
         "in the worker process (faster, for trusted short jobs).",
     )
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="RQ work loops per pod, each with its own warm shutdown (as `rq "
+        "worker-pool`): the fast elasticity for I/O-bound jobs. The scaler sizes the pool "
+        "in workers and runs ceil(workers / processes) pods; a pod with a busy loop is "
+        "never removed before an idle one. `resources` are the whole pod's.",
+    )
     pod_labels: label_map("podLabels") | None = None  # type: ignore[valid-type]
     pod_annotations: annotation_map("podAnnotations") | None = None  # type: ignore[valid-type]
 

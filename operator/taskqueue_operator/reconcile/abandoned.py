@@ -3,7 +3,9 @@
 RQ notices a dead worker's jobs only when its heartbeat and the started entry expire
 (90 s to 11 minutes). The operator knows at once: the worker's pod is gone, its worker
 container is not running (the kubelet's first report of the death), or it was restarted
-and the worker was born before the running process.
+and the worker was born before the running process, or a newer worker holds its slot
+of the pod (the pod's supervisor restarted that work loop; see
+`taskqueue_contract.worker_names`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from taskqueue_contract import timestamps
+from taskqueue_contract.worker_names import slot_of
 
 from taskqueue_operator.observation import WorkerInfo
 
@@ -108,15 +111,19 @@ def find_abandoned(
     we never managed (a developer's laptop on the same queues) is never touched.
     """
     workers = list(workers)
-    newest_birth: dict[str, str] = {}
+    # A pod runs spec.worker.processes loops at once: only a newer worker of the same
+    # slot replaced one (its siblings are concurrent, each with a birth of its own).
+    newest_birth: dict[tuple[str, int], str] = {}
     for worker in workers:
         if worker.hostname and not worker.dead:
-            newest_birth[worker.hostname] = max(newest_birth.get(worker.hostname, ""), worker.birth)
+            loop = (worker.hostname, slot_of(worker.name, worker.hostname))
+            newest_birth[loop] = max(newest_birth.get(loop, ""), worker.birth)
     found: list[AbandonedJob] = []
     for worker in workers:
         pod = worker.hostname
         if not pod or not worker.executions:
             continue
+        loop = (pod, slot_of(worker.name, pod))
         born = _parse_time(worker.birth) if worker.birth else None
         restarted = alive_since is not None and pod in alive_since
         since = alive_since.get(pod) if alive_since is not None else None
@@ -124,8 +131,8 @@ def find_abandoned(
             cause = f"pod {pod} is gone"
         elif pod in live_pods and restarted and (since is None or (born and born < since)):
             cause = f"the worker container of pod {pod} died"
-        elif pod in live_pods and worker.birth and worker.birth < newest_birth.get(pod, ""):
-            cause = f"the worker process in pod {pod} was replaced (container restart)"
+        elif pod in live_pods and worker.birth and worker.birth < newest_birth.get(loop, ""):
+            cause = f"the worker process in pod {pod} was replaced (restart of loop {loop[1]})"
         else:
             continue
         for execution in worker.executions:

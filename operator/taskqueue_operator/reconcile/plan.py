@@ -11,6 +11,7 @@ user's field, and the first failure of a streak posts one Warning Event.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,8 +69,9 @@ from taskqueue_operator.reconcile.status import (
 from taskqueue_operator.reconcile.workers import WORKER_CONTAINER, desired_deployment
 from taskqueue_operator.scaling.policy import ScalerState, decide
 
-BUSY_POD_DELETION_COST = "10000"
-IDLE_POD_DELETION_COST = "0"
+BUSY_WORKER_DELETION_COST = 10000
+"""A pod's deletion cost per busy work loop: one busy loop outranks an idle pod, and a pod
+with more busy loops outlives one with fewer (the ReplicaSet removes the cheapest)."""
 VANISHED_POD_MEMORY_SECONDS = 3600.0
 MAX_BACKOFF_SECONDS = 60.0
 _CHILD_EFFECTS = ("apply/", "delete/")
@@ -337,6 +339,7 @@ def _scaling(
         pod_start=state.pod_starts.median,
         prewarm=warm.workers,
         prewarm_reason=warm.reason,
+        processes=spec.worker.processes,
     )
     replicas, reason, limited = decision.replicas, decision.reason, decision.limited
     if suspended and replicas > current:
@@ -386,10 +389,10 @@ def _scale_info(state: LoopState, desired: int, limited: str | None) -> ScaleInf
 
 def _deletion_costs(observation: Observation) -> list[AnnotatePod]:
     """Before a scale-down: the ReplicaSet removes the cheapest pods, so idle ones go."""
-    busy = observation.redis.busy_pods() if observation.redis else set()
+    busy = observation.redis.busy_workers_by_pod() if observation.redis else Counter[str]()
     effects = []
     for name, pod in sorted(observation.children.pods.items()):
-        cost = BUSY_POD_DELETION_COST if name in busy else IDLE_POD_DELETION_COST
+        cost = str(BUSY_WORKER_DELETION_COST * busy[name])
         annotations = pod.get("metadata", {}).get("annotations") or {}
         if annotations.get(DELETION_COST_ANNOTATION) != cost:
             effects.append(AnnotatePod(name, ((DELETION_COST_ANNOTATION, cost),)))

@@ -184,7 +184,7 @@ def build_status(
     def condition(kind: str, status: bool, reason: str, message: str) -> Condition:
         return _condition(old_conditions, kind, status, reason, message, now, generation)
 
-    ready = _ready(observation, scale, health)
+    ready = _ready(observation, scale, health, taskqueue.spec.worker.processes)
     conditions = [
         condition("Ready", *ready),
         condition("Reconciling", *_reconciling(observation, scale, health)),
@@ -299,11 +299,19 @@ def _told(refusals: Iterable[Refusal]) -> str:
     return "; ".join(f"{r.subject}: {r.message}" for r in refusals)
 
 
-def _ready(observation: Observation, scale: ScaleInfo, health: Health) -> Verdict:
+def _ready_counts(ready: int, desired: int, processes: int) -> str:
+    if processes == 1:
+        return f"{ready}/{desired} workers ready"
+    return f"{ready}/{desired} worker pods ready ({processes} workers each)"
+
+
+def _ready(
+    observation: Observation, scale: ScaleInfo, health: Health, processes: int = 1
+) -> Verdict:
     """Ready: the workers the TaskQueue wants run, reach Redis and take jobs. Its reason is
     the STATUS column of `kubectl get taskqueues`: the first thing to fix."""
     deployment = observation.deployment
-    counts = f"{deployment.ready_replicas}/{scale.desired_replicas} workers ready"
+    counts = _ready_counts(deployment.ready_replicas, scale.desired_replicas, processes)
     if observation.redis is None:
         reason = observation.redis_failure_reason or "RedisUnreachable"
         return False, reason, redact(observation.redis_error or "Redis did not answer")

@@ -53,6 +53,13 @@ def worker_container(taskqueue: TaskQueue) -> dict[str, Any]:
             # The worker caps every job's timeout at this: the grace period covers it.
             {"name": names.JOB_TIMEOUT, "value": str(math.ceil(worker.job_timeout_seconds))},
             {"name": names.TMPDIR, "value": podspec.TMP_PATH},
+            # Only when more than one: a TaskQueue without `processes` keeps its pod
+            # template, so upgrading the operator rolls no Deployment.
+            *(
+                [{"name": names.PROCESSES, "value": str(worker.processes)}]
+                if worker.processes > 1
+                else []
+            ),
             *env,
         ],
         # Exec probes: the worker image has no shell and needs no open port.

@@ -25,7 +25,11 @@ Per tick:
    minReplicas, which like the HPA's is applied directly); down only to the
    highest recommendation of the last `scaleDownDelay` (the HPA's stabilization), so
    one low sample does not shrink the pool and zero needs a whole delay of zero load.
-4. Busy floor: never below the busy workers (protectBusyWorkers), which can hold the
+   With `processes` work loops per pod (spec.worker.processes) the demand is in loops
+   ("workers") and the pool in pods: ceil(workers / processes), then clamped to [min, max]
+   pods.
+4. Busy floor: never below the busy workers (protectBusyWorkers; with several loops per
+   pod, the pods holding a busy one), which can hold the
    pool above maxReplicas after max was lowered, but never raises it above the current
    replicas: the floor only refuses to remove pods, it never adds them.
 5. Redis unreadable (observation None): hold the current replicas, whatever they are.
@@ -189,9 +193,11 @@ def decide(
     pod_start: float | None = None,
     prewarm: int = 0,
     prewarm_reason: str | None = None,
+    processes: int = 1,
 ) -> ScaleDecision:
-    """Desired replicas for this tick, and the state for the next one. `prewarm` workers
-    (reconcile/prewarm.py: a schedule's slot is near) are a floor on the demand."""
+    """Desired replicas (pods of `processes` work loops each) for this tick, and the state
+    for the next one. `prewarm` workers (reconcile/prewarm.py: a schedule's slot is near)
+    are a floor on the demand."""
     current = max(0, current_replicas)
     delay = spec.scale_down_delay_seconds
     window = state.window
@@ -217,7 +223,8 @@ def decide(
     if prewarm > demand.workers:
         why = f"{demand.why}; {prewarm_reason or f'pre-warm {prewarm}'}"
         demand = _Demand(prewarm, why, "prewarm")
-    recommended = _clamp(demand.workers, spec)
+    pods = math.ceil(demand.workers / processes)  # demand is in work loops ("workers")
+    recommended = _clamp(pods, spec)
     window = push(window, now, recommended, delay)
     highest = window[0].replicas  # the max over the stabilization window
 
@@ -235,15 +242,23 @@ def decide(
         limited = f"scale-up step {step}: wants {replicas}"
         replicas = max(current + step, spec.min_replicas)  # minReplicas is not rate-limited
     if spec.protect_busy_workers and replicas < current:
-        busy = observation.busy_workers
+        # One loop per pod: every busy worker is a pod (its hash's hostname may be missing).
+        # More: the pods that hold a busy loop, however many of their loops are busy.
+        busy = observation.busy_workers if processes == 1 else len(observation.busy_pods())
         floor = min(busy, current)
         if replicas < floor:
-            limited = f"held by {busy} busy workers"
+            limited = (
+                f"held by {busy} busy workers"
+                if processes == 1
+                else (f"held by {busy} pods with busy workers")
+            )
             replicas = floor
-    if limited is None and demand.workers > spec.max_replicas and replicas >= spec.max_replicas:
+    if limited is None and pods > spec.max_replicas and replicas >= spec.max_replicas:
         limited = f"at maxReplicas {spec.max_replicas}"
 
     reason = f"{demand.why} -> {demand.workers}"
+    if processes > 1:
+        reason += f" workers = {pods} pods of {processes}"
     if replicas > current:
         reason += f": scale up {current} -> {replicas}"
     elif replicas < current:

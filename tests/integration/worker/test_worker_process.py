@@ -13,21 +13,11 @@ import redis
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
-from worker_processes import WORKER, WorkerProcess, wait_for
+from worker_processes import WORKER, WorkerProcess, wait_for, worker_hashes
 
 pytestmark = pytest.mark.integration
 
 StartWorker = Callable[..., WorkerProcess]
-
-
-def worker_hashes(client: redis.Redis, prefix: str = "rq") -> dict[str, dict[str, str]]:
-    keys = sorted(k.decode() for k in client.smembers(f"{prefix}:workers"))
-    return {
-        key.removeprefix(f"{prefix}:worker:"): {
-            k.decode(): v.decode() for k, v in client.hgetall(key).items()
-        }
-        for key in keys
-    }
 
 
 @pytest.mark.parametrize("worker_class", ["fork", "simple"])

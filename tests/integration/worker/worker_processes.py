@@ -36,6 +36,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: flo
         time.sleep(every)
 
 
+def worker_hashes(client: redis.Redis, prefix: str = "rq") -> dict[str, dict[str, str]]:
+    keys = sorted(k.decode() for k in client.smembers(f"{prefix}:workers"))
+    return {
+        key.removeprefix(f"{prefix}:worker:"): {
+            k.decode(): v.decode() for k, v in client.hgetall(key).items()
+        }
+        for key in keys
+    }
+
+
 @dataclass
 class WorkerProcess:
     process: subprocess.Popen[bytes]

@@ -127,3 +127,21 @@ def test_worker_died_wakes_on_a_new_container_death_or_a_pod_gone() -> None:
     assert worker_died(pod(), pod("2026-12-02T05:00:00Z"), "worker")
     assert not worker_died(pod("2026-12-02T05:00:00Z"), pod("2026-12-02T05:00:00Z"), "worker")
     assert worker_died(pod("2026-12-02T05:00:00Z"), pod("2026-12-02T05:01:00Z"), "worker")
+
+
+def test_concurrent_loops_of_one_pod_are_not_replacements_of_each_other() -> None:
+    # Three loops of one pod, born at different moments, all busy: none was replaced.
+    loops = [
+        worker(f"p-{slot}-0a1b2c3d", "p", f"2026-01-01T00:0{slot}:00Z", f"j{slot}:e")
+        for slot in range(3)
+    ]
+    assert find_abandoned(loops, {"p"}, set()) == []
+
+
+def test_a_loop_restarted_in_its_slot_abandons_the_old_loops_job_only() -> None:
+    old = worker("p-1-aaaaaaaa", "p", "2026-01-01T00:00:00Z", "j:e")
+    sibling = worker("p-0-bbbbbbbb", "p", "2026-01-01T00:00:01Z", "k:e")  # older than `new`
+    new = worker("p-1-cccccccc", "p", "2026-01-01T00:05:00Z")
+    found = find_abandoned([old, sibling, new], {"p"}, set())
+    assert [(a.worker, a.job_id) for a in found] == [("p-1-aaaaaaaa", "j")]
+    assert "loop 1" in found[0].cause

@@ -40,8 +40,8 @@ SCHEDULE = {"name": "nightly", "schedule": "0 3 * * *", "function": "tasks.night
 AUTOSCALED = {"minReplicas": 0, "maxReplicas": 10, "targetBacklogPerWorker": 5}
 
 
-def taskqueue(**spec: Any) -> TaskQueue:
-    return make_taskqueue(worker={"image": "registry.example/w:1"}, **spec)
+def taskqueue(worker: dict[str, Any] | None = None, **spec: Any) -> TaskQueue:
+    return make_taskqueue(worker={"image": "registry.example/w:1", **(worker or {})}, **spec)
 
 
 def redis(
@@ -486,3 +486,38 @@ def test_a_fixed_pool_is_never_prewarmed() -> None:
     tq = taskqueue(replicas=0, schedules=[soon])
     result = plan(tq, observe(tq, at=NOW + 55), LoopState())
     assert of(result.effects, Scale) == [] and result.wake_at is None
+
+
+def test_deletion_costs_count_the_busy_loops_of_each_pod() -> None:
+    tq = taskqueue(scaling={**AUTOSCALED, "scaleDownDelay": "0s"}, worker={"processes": 4})
+
+    def loop(pod: str, slot: int, busy: bool) -> WorkerInfo:
+        executions = (f"j-{pod}-{slot}:e",) if busy else ()
+        return WorkerInfo(f"{pod}-{slot}-0a1b2c3d", "busy" if busy else "idle", pod, executions)
+
+    workers = (
+        loop("pod-a", 0, True),  # one busy loop of four
+        *(loop("pod-a", slot, False) for slot in (1, 2, 3)),
+        loop("pod-b", 0, True),  # two busy loops
+        loop("pod-b", 1, True),
+        *(loop("pod-c", slot, False) for slot in range(4)),  # idle
+    )
+    pods = {name: {"metadata": {"name": name}} for name in ("pod-a", "pod-b", "pod-c")}
+    result = plan(
+        tq, observe(tq, redis(workers=workers, running=3), replicas=3, pods=pods), LoopState()
+    )
+    cost = "controller.kubernetes.io/pod-deletion-cost"
+    marks = {a.pod: int(dict(a.annotations)[cost]) for a in of(result.effects, AnnotatePod)}
+    assert marks == {"pod-a": 10000, "pod-b": 20000, "pod-c": 0}
+    # 3 busy loops fit one pod of four, but they are in two pods: both stay.
+    assert result.status["desiredReplicas"] == 2
+
+
+def test_ready_counts_pods_and_their_workers() -> None:
+    tq = taskqueue(replicas=3, worker={"processes": 4})
+    result = plan(tq, observe(tq, replicas=3, ready=2), LoopState())
+    assert message(result, "Ready") == "2/3 worker pods ready (4 workers each)"
+    single = taskqueue(replicas=3)
+    assert message(plan(single, observe(single, replicas=3, ready=2), LoopState()), "Ready") == (
+        "2/3 workers ready"
+    )

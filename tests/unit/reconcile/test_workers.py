@@ -166,3 +166,16 @@ def test_probes_need_no_shell_or_port(taskqueue: TaskQueue) -> None:
     container = desired_deployment(taskqueue, 1)["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["exec"]["command"][:2] == ["taskqueue-worker", "--probe"]
     assert container["livenessProbe"]["exec"]["command"][:2] == ["taskqueue-worker", "--probe"]
+
+
+def test_processes_reach_the_worker_only_when_more_than_one() -> None:
+    def env(**worker: object) -> dict[str, dict]:
+        tq = make_taskqueue(worker={"image": "w:1", **worker})
+        return env_of(
+            desired_deployment(tq, replicas=1)["spec"]["template"]["spec"]["containers"][0]
+        )
+
+    # One loop: the pod template of before, so an operator upgrade rolls no Deployment.
+    assert "TASKQUEUE_PROCESSES" not in env()
+    assert "TASKQUEUE_PROCESSES" not in env(processes=1)
+    assert env(processes=4)["TASKQUEUE_PROCESSES"] == {"name": "TASKQUEUE_PROCESSES", "value": "4"}

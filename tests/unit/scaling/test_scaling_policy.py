@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from scaling_helpers import T0, obs, run, spec, worker
+from taskqueue_operator.observation import WorkerInfo
 from taskqueue_operator.scaling.policy import (
     Recommendation,
     ScaleDecision,
@@ -299,3 +300,49 @@ def test_decision_reports_change_and_is_deterministic() -> None:
     assert one == two
     assert isinstance(one, ScaleDecision)
     assert one.changed == (one.replicas != 2)
+
+
+# ------------------------------------------------------------ work loops per pod
+
+
+@pytest.mark.parametrize(
+    ("load", "processes", "pods"), [(7, 4, 2), (8, 4, 2), (9, 4, 3), (1, 8, 1)]
+)
+def test_demand_in_workers_becomes_pods_of_processes_loops(
+    load: int, processes: int, pods: int
+) -> None:
+    scaling = spec(target_backlog_per_worker=1)
+    decision = decide(scaling, obs(load), 0, ScalerState(), T0, processes=processes)
+    assert decision.replicas == pods
+    assert decision.demand == load  # still in workers
+    assert f"{load} workers = {pods} pods of {processes}" in decision.reason
+
+
+def test_max_replicas_counts_pods_not_workers() -> None:
+    decision = decide(spec(max_replicas=2), obs(20), 0, ScalerState(), T0, processes=4)
+    assert decision.replicas == 2
+    assert decision.limited == "at maxReplicas 2"
+
+
+def test_the_busy_floor_counts_pods_that_hold_a_busy_loop() -> None:
+    def loop(pod: str, slot: int, busy: bool) -> WorkerInfo:
+        executions = (f"j-{pod}-{slot}:e",) if busy else ()
+        return WorkerInfo(f"{pod}-{slot}-ab", "busy" if busy else "idle", pod, executions)
+
+    # Three busy loops in three pods of four loops: one pod would hold them, but each pod
+    # has a running job, so none may go.
+    workers = [loop(p, 0, True) for p in ("a", "b", "c")]
+    workers += [loop(p, s, False) for p in ("a", "b", "c") for s in (1, 2, 3)]
+    observation = obs(0, 3, workers=workers)
+    decision = decide(spec(scale_down_delay="0s"), observation, 3, ScalerState(), T0, processes=4)
+    assert decision.replicas == 3
+    assert decision.limited == "held by 3 pods with busy workers"
+
+    # The same three busy loops in one pod: two idle pods go.
+    packed = [loop("a", s, s < 3) for s in range(4)] + [
+        loop(p, s, False) for p in "bc" for s in range(4)
+    ]
+    decision = decide(
+        spec(scale_down_delay="0s"), obs(0, 3, workers=packed), 3, ScalerState(), T0, processes=4
+    )
+    assert decision.replicas == 1

@@ -58,12 +58,20 @@ def test_unknown_worker_class_is_a_config_error() -> None:
         config.worker_class(None, {"TASKQUEUE_WORKER_CLASS": "threads"})
 
 
-def test_worker_names_are_unique_per_start_and_never_the_pod_name() -> None:
-    names = {config.worker_name("backtests-7d9f-abcde") for _ in range(200)}
-    assert len(names) == 200
-    for name in names:
-        assert name != "backtests-7d9f-abcde"
-        assert name.startswith("backtests-7d9f-abcde-")
+@pytest.mark.parametrize(
+    ("flag", "env", "expected"),
+    [(None, {}, 1), (None, {"TASKQUEUE_PROCESSES": "4"}, 4), (8, {"TASKQUEUE_PROCESSES": "4"}, 8)],
+)
+def test_processes_flag_wins_over_env_default_one(
+    flag: int | None, env: dict[str, str], expected: int
+) -> None:
+    assert config.processes(flag, env) == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "65", "two", "-1"])
+def test_processes_outside_1_to_64_is_a_config_error(raw: str) -> None:
+    with pytest.raises(config.ConfigError, match="TASKQUEUE_PROCESSES"):
+        config.processes(None, {"TASKQUEUE_PROCESSES": raw})
 
 
 def test_pod_name_from_env_else_hostname() -> None:
