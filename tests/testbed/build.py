@@ -141,9 +141,11 @@ def go_build(
     flags: list[str],
     stamp: Path,
     fingerprint_text: str,
+    built_as: dict[str, tuple[str, ...]] = BUILT_AS,
 ) -> None:
     """Build `packages` (binary name -> main package) of one Go `module` into `directory`
-    in one invocation (the packages they share compile once), then write `stamp`."""
+    in one invocation (the packages they share compile once), then write `stamp`.
+    `built_as`: the names go gives a binary (its package's last element), to rename."""
     directory.mkdir(parents=True, exist_ok=True)
     go = find_go()
     env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
@@ -154,7 +156,7 @@ def go_build(
         env=env,
         check=True,
     )
-    for name, candidates in BUILT_AS.items():
+    for name, candidates in built_as.items():
         for built in candidates:
             if name in packages and (directory / built).exists():
                 (directory / built).replace(directory / name)

@@ -22,6 +22,7 @@ from testbed.build import find_go, fingerprint, go_build, pinned, stamp_file
 MODULE = Path(__file__).resolve().parent / "keda"
 KEDA = "github.com/kedacore/keda/v2"
 PACKAGES = {"keda-operator": f"{KEDA}/cmd/operator", "keda-adapter": f"{KEDA}/cmd/adapter"}
+BUILT_AS = {"keda-operator": ("operator",), "keda-adapter": ("adapter",)}
 
 
 def keda_version() -> str:
@@ -66,6 +67,7 @@ def build_keda(force: bool = False) -> Path:
         keda_flags(),
         stamp_file(directory, MODULE),
         fingerprint(MODULE, keda_flags()),
+        BUILT_AS,
     )
     print(f"built in {time.monotonic() - started:.0f}s", flush=True)
     return directory
