@@ -399,7 +399,7 @@ def show(report: dict[str, Any]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replays", default=",".join(REPLAYS), help="of " + ",".join(REPLAYS))
+    parser.add_argument("--replays", default="spike,bursty,batch", help="of " + ",".join(REPLAYS))
     parser.add_argument("--max-replicas", type=int, default=10, help="KEDA's maxReplicaCount")
     parser.add_argument("--tail", type=float, default=330.0, help="seconds after a window, at most")
     parser.add_argument(

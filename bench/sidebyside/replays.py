@@ -5,7 +5,8 @@ autoscalers at real speed would take hours, so each replay is a window of its tr
 its event, played at real speed (never compressed: KEDA's 30 s poll, the HPA's 15 s sync
 and its 300 s windows keep their meaning), thinned to every k-th job where the event is
 larger than the pool can drain within minutes, and in one of them (batch) with service
-times stretched past the 30 s grace period that a Deployment written for KEDA gets.
+times stretched past the 30 s grace period that a Deployment written for KEDA gets. The
+`-light` ones thin further, so that the event fits within the pool's cap (10).
 """
 
 from __future__ import annotations
@@ -58,6 +59,24 @@ REPLAYS = {
         thin=3,
         event=60.0,
         about="steady 0.1 jobs/s, then a one-minute spike of 5 jobs/s (every 3rd job)",
+    ),
+    # The same windows thinned until the event fits within maxReplicas 10: above, every
+    # autoscaler waits for the same ten workers and the waits measure the cap.
+    "bursty-light": Replay(
+        "bursty",
+        1830.0,
+        300.0,
+        thin=4,
+        event=30.0,
+        about="the bursty window, every 4th job (batches of ~40 and ~26)",
+    ),
+    "spike-light": Replay(
+        "spike",
+        1140.0,
+        240.0,
+        thin=10,
+        event=60.0,
+        about="the spike window, every 10th job (1.5 jobs/s of ~3 s at the spike)",
     ),
 }
 
