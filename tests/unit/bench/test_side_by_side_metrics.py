@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 
-from sidebyside.metrics import JobOutcome, Sample, figures, worker_seconds  # noqa: E402
-from sidebyside.replays import REPLAYS, event_onset, jobs  # noqa: E402
+from sidebyside.metrics import JobOutcome, Sample, figures, worker_seconds
+from sidebyside.replays import REPLAYS, event_onset, jobs
 
 
 def test_worker_seconds_hold_each_sample_until_the_next_and_stop_at_the_horizon() -> None:
@@ -54,7 +54,7 @@ def test_each_replay_is_a_window_of_its_committed_trace(name: str) -> None:
     assert played, name
     offsets = [offset for offset, _ in played]
     assert offsets == sorted(offsets)
-    assert 0 <= offsets[0] and offsets[-1] < replay.length
+    assert offsets[0] >= 0 and offsets[-1] < replay.length
     assert replay.event <= event_onset(replay) < replay.event + 5  # the event is where said
 
 
