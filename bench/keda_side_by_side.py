@@ -27,7 +27,7 @@ load event's first job -> desired > 1, p50/p95/max wait (enqueue -> start; a job
 never started counts with the wait it had at the end), worker-seconds (pods alive), jobs
 interrupted (a worker went away under them) and lost (interrupted and not finished by the
 end); then ratios ours/KEDA. `--from-json` prints a saved report again.
-Writes bench/out/keda_side_by_side.{json,png}. A benchmark: no asserts on figures; exit 1
+Writes bench/out/keda_side_by_side.{json,png} (`--out`). A benchmark: no asserts on figures; exit 1
 only when a step fails.
 """
 
@@ -80,7 +80,6 @@ from testbed.pod_network import POD_HOST_ENV  # noqa: E402
 from testbed.redis_server import RedisServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "keda_side_by_side.json"
-PLOT = OUT.with_suffix(".png")
 SLEEP = "taskqueue_worker.examples.sleep"
 DEPLOYMENT = "rq-workers"  # ours: worker_deployment_name("rq"); KEDA's: the same name
 ABANDON_COUNT_META = "taskqueue_abandoned"  # what our operator counts on a requeued job
@@ -303,7 +302,7 @@ def run_replay(
 
 def print_table(report: dict[str, Any]) -> None:
     header = (
-        f"{'replay':<8} {'system':<8} {'jobs':>5} {'0->1 s':>7} {'1->N s':>7} {'p50 s':>7}"
+        f"{'replay':<12} {'system':<8} {'jobs':>5} {'0->1 s':>7} {'1->N s':>7} {'p50 s':>7}"
         f" {'p95 s':>7} {'max s':>7} {'worker-s':>9} {'peak':>5} {'interr.':>7} {'lost':>5}"
     )
     print("\n" + header)
@@ -315,7 +314,7 @@ def print_table(report: dict[str, Any]) -> None:
         for system, data in run["systems"].items():
             f = data["figures"]
             print(
-                f"{name:<8} {system:<8} {f['jobs']:>5} {cell(f['zero_to_one'])}"
+                f"{name:<12} {system:<8} {f['jobs']:>5} {cell(f['zero_to_one'])}"
                 f" {cell(f['one_to_n'])} {cell(f['wait_p50'])} {cell(f['wait_p95'])}"
                 f" {cell(f['wait_max'])} {cell(f['worker_seconds'], 9)} {f['peak']:>5}"
                 f" {f['interrupted']:>7} {f['lost']:>5}"
@@ -333,7 +332,7 @@ def print_table(report: dict[str, Any]) -> None:
                 and (ours.interrupted == 0 or theirs.interrupted == 0)
             )  # fmt: skip
             print(
-                f"{name:<8} vs {keda:<8} p95 wait {fmt(p95)}  worker-s {fmt(work)}"
+                f"{name:<12} vs {keda:<8} p95 wait {fmt(p95)}  worker-s {fmt(work)}"
                 f"  0->1 {fmt(zero)}  interrupted {ours.interrupted} vs {theirs.interrupted}"
                 f"  lost {ours.lost} vs {theirs.lost}  goal {'met' if met else 'NOT met'}"
             )
@@ -374,8 +373,7 @@ def bench(cluster: Cluster, options: argparse.Namespace, report: dict[str, Any])
         report["runs"] = {}
         for name in options.replays.split(","):
             report["runs"][name] = run_replay(cluster, name, redis_server, options)
-            OUT.parent.mkdir(parents=True, exist_ok=True)
-            OUT.write_text(json.dumps(report, indent=1, default=str) + "\n")  # partial too
+            save(report, options.out)  # partial too
     finally:
         if keda is not None:
             keda.stop()
@@ -383,7 +381,12 @@ def bench(cluster: Cluster, options: argparse.Namespace, report: dict[str, Any])
         redis_server.cleanup()
 
 
-def show(report: dict[str, Any]) -> None:
+def save(report: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+
+
+def show(report: dict[str, Any], out: Path) -> None:
     """The plot (PNG) and the table with the ratios."""
     if not report.get("runs"):
         return
@@ -393,7 +396,7 @@ def show(report: dict[str, Any]) -> None:
         name: {s: [Sample(**x) for x in d["samples"]] for s, d in run["systems"].items()}
         for name, run in report["runs"].items()
     }
-    print(f"plot: {plot(samples, PLOT).relative_to(ROOT)}")
+    print(f"plot: {plot(samples, out.with_suffix('.png'))}")
     print_table(report)
 
 
@@ -402,6 +405,7 @@ def main() -> int:
     parser.add_argument("--replays", default="spike,bursty,batch", help="of " + ",".join(REPLAYS))
     parser.add_argument("--max-replicas", type=int, default=10, help="KEDA's maxReplicaCount")
     parser.add_argument("--tail", type=float, default=330.0, help="seconds after a window, at most")
+    parser.add_argument("--out", type=Path, default=OUT, help="the report; the plot beside it")
     parser.add_argument(
         "--from-json", type=Path, help="print the table and plot of a saved report, run nothing"
     )
@@ -409,7 +413,7 @@ def main() -> int:
     if options.from_json:
         saved = json.loads(options.from_json.read_text())
         refigure(saved)
-        show(saved)
+        show(saved, options.out)
         return 0
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     report: dict[str, Any] = {"options": vars(options)}
@@ -427,12 +431,11 @@ def main() -> int:
         code = 1
     finally:
         report["seconds"] = time.monotonic() - began
-        OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps(report, indent=1, default=str) + "\n")
-    show(report)
+        save(report, options.out)
+    show(report, options.out)
     if "error" in report:
         print(f"FAILED: {report['error']}")
-    print(f"figures in {OUT.relative_to(ROOT)} ({report['seconds']:.0f}s)")
+    print(f"figures in {options.out} ({report['seconds']:.0f}s)")
     return code
 
 
