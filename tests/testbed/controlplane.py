@@ -4,8 +4,10 @@ etcd, the controllers and the scheduler listen on free loopback ports; the API s
 `address` (the machine's end of the test bed's veth, so that the node's namespace reaches
 it; 127.0.0.1 without a node). Certificates are made with the `openssl` command line: a
 CA, the API server's serving certificate, an admin client certificate in `system:masters`,
-the node's (`system:node:testbed-node`) and kube-proxy's client certificates, and the
-service-account signing key. Everything lives in one directory, removed on stop.
+the node's (`system:node:testbed-node`) and kube-proxy's client certificates, the
+service-account signing key, and the aggregation layer's front-proxy CA and client
+certificate (for extension API servers such as KEDA's metrics adapter). Everything lives
+in one directory, removed on stop.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ CONTROLLERS = ",".join(
 )
 
 
+FRONT_PROXY_USER = "front-proxy-client"
+
+
 def make_certificates(directory: Path, address: str) -> None:
     """CA, serving cert for `address` and the `kubernetes` Service, client certificates
-    (admin, node, kube-proxy), service-account key pair."""
+    (admin, node, kube-proxy), service-account key pair, front-proxy CA and client."""
     make_ca(directory, subject="/CN=taskqueue-testbed-ca")
     issue(
         directory,
@@ -54,6 +59,12 @@ def make_certificates(directory: Path, address: str) -> None:
     issue(directory, "admin", "/O=system:masters/CN=testbed-admin")
     issue(directory, "node", f"/O=system:nodes/CN=system:node:{NODE_NAME}")
     issue(directory, "kube-proxy", "/CN=system:kube-proxy")
+    # The aggregation layer: the API server proxies to extension API servers (KEDA's
+    # external metrics) with this client certificate, and they trust the user it names in
+    # X-Remote-User because the front-proxy CA (read from kube-system's
+    # extension-apiserver-authentication ConfigMap) signed it.
+    make_ca(directory, name="front-proxy-ca", subject="/CN=taskqueue-testbed-front-proxy-ca")
+    issue(directory, "front-proxy-client", f"/CN={FRONT_PROXY_USER}", ca="front-proxy-ca")
     openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
 
@@ -172,6 +183,16 @@ class ControlPlane:
                 f"--tls-cert-file={wd / 'server.crt'}",
                 f"--tls-private-key-file={wd / 'server.key'}",
                 f"--client-ca-file={wd / 'ca.crt'}",
+                f"--requestheader-client-ca-file={wd / 'front-proxy-ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY_USER}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={wd / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={wd / 'front-proxy-client.key'}",
+                # Dial an APIService's endpoint address itself: Service IPs exist only as
+                # kube-proxy's rules inside the node's namespace, not on this machine.
+                "--enable-aggregator-routing=true",
                 "--service-account-issuer=https://kubernetes.default.svc",
                 f"--service-account-key-file={wd / 'sa.pub'}",
                 f"--service-account-signing-key-file={wd / 'sa.key'}",
