@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node
+.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-scale
 
 system:
 	tests/testbed/bootstrap.sh
@@ -66,3 +66,9 @@ bench-chaos: bootstrap
 # Real-node figures: pod start, cold start from zero replicas, scale-down, image builds.
 bench-node: bootstrap
 	PYTHONPATH=tests $(PY) bench/real_node.py
+
+# Issue 15: one operator, N TaskQueues on a real API server (etcd + kube-apiserver only),
+# figures against 0 TaskQueues in the same run; ~3 minutes per count on 2 cores.
+COUNTS ?= 100,300,1000
+bench-scale: venv binaries
+	PYTHONPATH=tests $(PY) bench/many_taskqueues.py --counts $(COUNTS) --settle 60 --window 60
