@@ -78,7 +78,9 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
-def scrape(url: str, context: ssl.SSLContext | None = None) -> dict[str, list[tuple[dict[str, str], float]]]:
+def scrape(
+    url: str, context: ssl.SSLContext | None = None
+) -> dict[str, list[tuple[dict[str, str], float]]]:
     """name -> [(labels, value)] of a /metrics page."""
     with urllib.request.urlopen(url, context=context, timeout=10) as reply:
         text = reply.read().decode()
@@ -106,7 +108,9 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return lower
 
 
-def histogram(metrics: dict[str, list[tuple[dict[str, str], float]]], name: str) -> dict[float, float]:
+def histogram(
+    metrics: dict[str, list[tuple[dict[str, str], float]]], name: str
+) -> dict[float, float]:
     return {float(labels["le"]): value for labels, value in metrics.get(f"{name}_bucket", [])}
 
 
@@ -143,7 +147,9 @@ def create_taskqueues(api: kubernetes.client.ApiClient, start: int, stop: int, u
     custom = kubernetes.client.CustomObjectsApi(api)
 
     def create(index: int) -> None:
-        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, taskqueue(index, url))
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, NAMESPACE, PLURAL, taskqueue(index, url)
+        )
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(create, range(start, stop)))
@@ -236,15 +242,38 @@ def exported(ref: str) -> Iterator[Path]:
 # --------------------------------------------------------------------------- measure
 
 
-def settle(operator: Operator, count: int, seconds: float) -> None:
-    """`seconds` at least, and until every TaskQueue ticked (a loop per TaskQueue runs)."""
-    deadline = time.monotonic() + seconds
+def settled(api: kubernetes.client.ApiClient, count: int) -> bool:
+    """Every TaskQueue has its Deployment and a status this operator wrote."""
+    apps = kubernetes.client.AppsV1Api(api)
+    custom = kubernetes.client.CustomObjectsApi(api)
+    deployments = apps.list_namespaced_deployment(NAMESPACE, _preload_content=False)
+    taskqueues = custom.list_namespaced_custom_object(
+        GROUP, VERSION, NAMESPACE, PLURAL, _preload_content=False
+    )
+    with_status = sum(
+        1
+        for item in json.loads(taskqueues.data)["items"]
+        if (item.get("status") or {}).get("observedGeneration")
+    )
+    return len(json.loads(deployments.data)["items"]) >= count and with_status >= count
+
+
+def settle(
+    operator: Operator, api: kubernetes.client.ApiClient, count: int, seconds: float
+) -> float:
+    """At least `seconds`, and until every TaskQueue has its children and status and its
+    loop ticked three times; then `seconds` more (the start-up's Events and scale-ups
+    pass). Returns the seconds it took."""
+    started = time.monotonic()
     time.sleep(seconds)
-    while count and time.monotonic() < deadline + 120:
+    deadline = started + 600
+    while count and time.monotonic() < deadline:
         ticks = operator.metrics().get("taskqueue_tick_duration_seconds_count", [({}, 0.0)])
-        if ticks and ticks[0][1] >= count * 3:
-            return
-        time.sleep(2)
+        if ticks and ticks[0][1] >= count * 3 and settled(api, count):
+            time.sleep(seconds)
+            break
+        time.sleep(5)
+    return time.monotonic() - started
 
 
 def measure(
@@ -261,12 +290,19 @@ def measure(
     cpu = {name: (cpu_seconds(pid) - cpu0[name]) / elapsed for name, pid in pids.items()}
     before, after = requests_by_verb(api0), requests_by_verb(api1)
     rates = {key: (after[key] - before.get(key, 0.0)) / elapsed for key in after}
-    lag = delta(histogram(ours1, "taskqueue_tick_lag_seconds"), histogram(ours0, "taskqueue_tick_lag_seconds"))
+    lag = delta(
+        histogram(ours1, "taskqueue_tick_lag_seconds"),
+        histogram(ours0, "taskqueue_tick_lag_seconds"),
+    )
     duration = delta(
         histogram(ours1, "taskqueue_tick_duration_seconds"),
         histogram(ours0, "taskqueue_tick_duration_seconds"),
     )
-    watches = sum(v for labels, v in api1.get("apiserver_longrunning_requests", []) if labels.get("verb") == "WATCH")
+    watches = sum(
+        v
+        for labels, v in api1.get("apiserver_longrunning_requests", [])
+        if labels.get("verb") == "WATCH"
+    )
     return {
         "cores": cpu["operator"],
         "rss_mib": rss_mib(operator.pid),
@@ -292,7 +328,9 @@ def reads_writes(rates: dict[str, float]) -> tuple[float, float]:
 
 
 def fmt(value: object, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return (
+        "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    )
 
 
 def report(results: list[tuple[str, int, dict[str, object]]]) -> None:
@@ -316,7 +354,9 @@ def report(results: list[tuple[str, int, dict[str, object]]]) -> None:
             f"{fmt(f['watches'], 0):>7} {fmt(f['apiserver_cores'], 2):>9} "
             f"{fmt(f['apiserver_rss_mib'], 0):>8} {fmt(f['etcd_cores'], 2):>10} {fmt(f['etcd_rss_mib'], 0):>8}"
         )
-    print("reads/s and writes/s: the API server's apiserver_request_total less the same at 0 TaskQueues")
+    print(
+        "reads/s and writes/s: the API server's apiserver_request_total less the same at 0 TaskQueues"
+    )
     for variant, count, f in results:
         base = baselines.get(variant)
         if not count or not base:
@@ -338,7 +378,9 @@ def report(results: list[tuple[str, int, dict[str, object]]]) -> None:
             )
             if isinstance(value, float) and value > limit
         ]
-        print(f"{variant} {count}: vs 0 TaskQueues {ratios}; goal {'met' if not misses else 'missed: ' + ', '.join(misses)}")
+        print(
+            f"{variant} {count}: vs 0 TaskQueues {ratios}; goal {'met' if not misses else 'missed: ' + ', '.join(misses)}"
+        )
         top = sorted(
             ((k, v - base["rates"].get(k, 0.0)) for k, v in f["rates"].items()),  # type: ignore[attr-defined,union-attr]
             key=lambda item: -item[1],
@@ -353,6 +395,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60)
     parser.add_argument("--before", help="also run the operator of this git ref")
     parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--logs", type=Path, help="keep the operators' logs in this directory")
     options = parser.parse_args()
     counts = [0, *sorted(int(c) for c in options.counts.split(",") if c and int(c))]
     work = Path(tempfile.mkdtemp(prefix="tq-bench-scale-"))
@@ -377,30 +420,37 @@ def main() -> int:
         api = kubernetes.config.new_client_from_config(str(plane.kubeconfig))
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
         context = ssl.create_default_context(cafile=str(plane.ca_file))
-        context.load_cert_chain(str(work / "controlplane" / "admin.crt"), str(work / "controlplane" / "admin.key"))
+        context.load_cert_chain(
+            str(work / "controlplane" / "admin.crt"), str(work / "controlplane" / "admin.key")
+        )
         variants: list[tuple[str, Path | None]] = [("this", None)]
         if options.before:
             variants.insert(0, ("before", stack.enter_context(exported(options.before))))
+        logs = options.logs or work
+        logs.mkdir(parents=True, exist_ok=True)
         created = 0
         for count in counts:
             create_taskqueues(api, created, count, server.url)
             created = max(created, count)
             load.count = count
             for variant, source in variants:
-                operator = Operator(plane.kubeconfig, work / f"operator-{variant}-{count}.log", source)
+                operator = Operator(
+                    plane.kubeconfig, logs / f"operator-{variant}-{count}.log", source
+                )
                 try:
                     operator.start()
-                    settle(operator, count, options.settle if count else 10)
+                    took = settle(operator, api, count, options.settle if count else 10)
                     figures = measure(operator, plane, context, options.window)
+                    figures["settled_s"] = took
                 finally:
                     operator.stop()
-                    log = work / f"operator-{variant}-{count}.log"
+                    log = logs / f"operator-{variant}-{count}.log"
                     tracebacks = log.read_text().count("Traceback") if log.exists() else 0
                 results.append((variant, count, figures))
                 print(
                     f"{variant} {count}: {fmt(figures['cores'], 2)} cores, {fmt(figures['rss_mib'], 0)} MiB, "
                     f"lag p99 {fmt(figures['lag_p99'])} s, {fmt(figures['ticks_per_s'], 0)} ticks/s, "
-                    f"{tracebacks} tracebacks in its log",
+                    f"settled in {took:.0f} s, {tracebacks} tracebacks in its log",
                     flush=True,
                 )
         api.close()
