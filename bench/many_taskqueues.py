@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -276,9 +277,42 @@ def settle(
     return time.monotonic() - started
 
 
+@dataclass
+class Figures:
+    """One operator at one count, over the window."""
+
+    variant: str
+    count: int
+    cores: float
+    rss_mib: float
+    threads: int
+    ticks_per_s: float
+    lag_p50: float | None
+    lag_p99: float | None
+    tick_p99: float | None
+    rates: dict[str, float]
+    """Requests per second by "VERB resource", all clients of the API server."""
+    watches: float
+    apiserver_cores: float
+    etcd_cores: float
+    apiserver_rss_mib: float
+    etcd_rss_mib: float
+    settled_s: float = 0.0
+
+    def reads_writes(self) -> tuple[float, float]:
+        reads = sum(v for k, v in self.rates.items() if k.split()[0] in READ_VERBS)
+        writes = sum(v for k, v in self.rates.items() if k.split()[0] in WRITE_VERBS)
+        return reads, writes
+
+
 def measure(
-    operator: Operator, plane: ControlPlane, context: ssl.SSLContext, window: float
-) -> dict[str, object]:
+    variant: str,
+    count: int,
+    operator: Operator,
+    plane: ControlPlane,
+    context: ssl.SSLContext,
+    window: float,
+) -> Figures:
     pids = {"operator": operator.pid, **plane.pids}
     apiserver = f"{plane.server}/metrics"
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -289,103 +323,136 @@ def measure(
     api1, ours1 = scrape(apiserver, context), operator.metrics()
     cpu = {name: (cpu_seconds(pid) - cpu0[name]) / elapsed for name, pid in pids.items()}
     before, after = requests_by_verb(api0), requests_by_verb(api1)
-    rates = {key: (after[key] - before.get(key, 0.0)) / elapsed for key in after}
-    lag = delta(
-        histogram(ours1, "taskqueue_tick_lag_seconds"),
-        histogram(ours0, "taskqueue_tick_lag_seconds"),
-    )
-    duration = delta(
-        histogram(ours1, "taskqueue_tick_duration_seconds"),
-        histogram(ours0, "taskqueue_tick_duration_seconds"),
-    )
-    watches = sum(
-        v
-        for labels, v in api1.get("apiserver_longrunning_requests", [])
-        if labels.get("verb") == "WATCH"
-    )
-    return {
-        "cores": cpu["operator"],
-        "rss_mib": rss_mib(operator.pid),
-        "threads": len(os.listdir(f"/proc/{operator.pid}/task")),
-        "ticks_per_s": (max((c for _, c in duration), default=0.0)) / elapsed,
-        "lag_p50": quantile(lag, 0.5),
-        "lag_p99": quantile(lag, 0.99),
-        "tick_p50": quantile(duration, 0.5),
-        "tick_p99": quantile(duration, 0.99),
-        "rates": rates,
-        "watches": watches,
-        "apiserver_cores": cpu["kube-apiserver"],
-        "etcd_cores": cpu["etcd"],
-        "apiserver_rss_mib": rss_mib(plane.pids["kube-apiserver"]),
-        "etcd_rss_mib": rss_mib(plane.pids["etcd"]),
-    }
-
-
-def reads_writes(rates: dict[str, float]) -> tuple[float, float]:
-    reads = sum(v for k, v in rates.items() if k.split()[0] in READ_VERBS)
-    writes = sum(v for k, v in rates.items() if k.split()[0] in WRITE_VERBS)
-    return reads, writes
-
-
-def fmt(value: object, digits: int = 3) -> str:
-    return (
-        "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    lag_name, tick_name = "taskqueue_tick_lag_seconds", "taskqueue_tick_duration_seconds"
+    lag = delta(histogram(ours1, lag_name), histogram(ours0, lag_name))
+    duration = delta(histogram(ours1, tick_name), histogram(ours0, tick_name))
+    longrunning = api1.get("apiserver_longrunning_requests", [])
+    return Figures(
+        variant=variant,
+        count=count,
+        cores=cpu["operator"],
+        rss_mib=rss_mib(operator.pid),
+        threads=len(os.listdir(f"/proc/{operator.pid}/task")),
+        ticks_per_s=max((c for _, c in duration), default=0.0) / elapsed,
+        lag_p50=quantile(lag, 0.5),
+        lag_p99=quantile(lag, 0.99),
+        tick_p99=quantile(duration, 0.99),
+        rates={key: (after[key] - before.get(key, 0.0)) / elapsed for key in after},
+        watches=sum(v for labels, v in longrunning if labels.get("verb") == "WATCH"),
+        apiserver_cores=cpu["kube-apiserver"],
+        etcd_cores=cpu["etcd"],
+        apiserver_rss_mib=rss_mib(plane.pids["kube-apiserver"]),
+        etcd_rss_mib=rss_mib(plane.pids["etcd"]),
     )
 
 
-def report(results: list[tuple[str, int, dict[str, object]]]) -> None:
-    baselines = {variant: figures for variant, count, figures in results if count == 0}
-    header = (
-        f"{'operator':>9} {'TQs':>5} {'cores':>6} {'RSS MiB':>8} {'thr':>4} {'ticks/s':>8} "
-        f"{'lag p50':>8} {'lag p99':>8} {'tick p99':>8} {'reads/s':>8} {'writes/s':>8} "
-        f"{'w/s/TQ':>7} {'watches':>7} {'api cores':>9} {'api MiB':>8} {'etcd cores':>10} {'etcd MiB':>8}"
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+COLUMNS = (
+    "operator TQs cores RSS_MiB thr ticks/s lag_p50 lag_p99 tick_p99 reads/s writes/s "
+    "w/s/TQ settle_s watches api_cores api_MiB etcd_cores etcd_MiB"
+).split()
+
+
+def row(f: Figures, base: Figures | None) -> list[str]:
+    reads, writes = f.reads_writes()
+    base_reads, base_writes = base.reads_writes() if base else (0.0, 0.0)
+    ours = writes - base_writes
+    return [
+        f.variant,
+        str(f.count),
+        fmt(f.cores, 2),
+        fmt(f.rss_mib, 0),
+        str(f.threads),
+        fmt(f.ticks_per_s, 0),
+        fmt(f.lag_p50),
+        fmt(f.lag_p99),
+        fmt(f.tick_p99),
+        fmt(reads - base_reads, 1),
+        fmt(ours, 1),
+        fmt(ours / f.count if f.count else None),
+        fmt(f.settled_s, 0),
+        fmt(f.watches, 0),
+        fmt(f.apiserver_cores, 2),
+        fmt(f.apiserver_rss_mib, 0),
+        fmt(f.etcd_cores, 2),
+        fmt(f.etcd_rss_mib, 0),
+    ]
+
+
+def goal_misses(f: Figures, base: Figures) -> list[str]:
+    writes = (f.reads_writes()[1] - base.reads_writes()[1]) / f.count
+    checks = (
+        ("cores", f.cores, GOAL["cores"]),
+        ("RSS MiB", f.rss_mib, GOAL["rss_mib"]),
+        ("w/s/TQ", writes, GOAL["writes_per_taskqueue"]),
+        ("lag p99", f.lag_p99, GOAL["lag_p99"]),
     )
-    print(header)
-    for variant, count, f in results:
-        base = baselines.get(variant) or {}
-        reads, writes = reads_writes(f["rates"])  # type: ignore[arg-type]
-        base_reads, base_writes = reads_writes(base.get("rates", {}))  # type: ignore[arg-type]
-        ours_writes = writes - base_writes
-        print(
-            f"{variant:>9} {count:>5} {fmt(f['cores'], 2):>6} {fmt(f['rss_mib'], 0):>8} "
-            f"{f['threads']:>4} {fmt(f['ticks_per_s'], 0):>8} {fmt(f['lag_p50']):>8} "
-            f"{fmt(f['lag_p99']):>8} {fmt(f['tick_p99']):>8} {reads - base_reads:>8.1f} "
-            f"{ours_writes:>8.1f} {fmt(ours_writes / count if count else None):>7} "
-            f"{fmt(f['watches'], 0):>7} {fmt(f['apiserver_cores'], 2):>9} "
-            f"{fmt(f['apiserver_rss_mib'], 0):>8} {fmt(f['etcd_cores'], 2):>10} {fmt(f['etcd_rss_mib'], 0):>8}"
-        )
-    print(
-        "reads/s and writes/s: the API server's apiserver_request_total less the same at 0 TaskQueues"
-    )
-    for variant, count, f in results:
-        base = baselines.get(variant)
-        if not count or not base:
+    return [f"{name} {fmt(v)} > {limit}" for name, v, limit in checks if v and v > limit]
+
+
+def report(results: list[Figures]) -> None:
+    baselines = {f.variant: f for f in results if f.count == 0}
+    rows = [COLUMNS] + [row(f, baselines.get(f.variant)) for f in results]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    for cells in rows:
+        print("  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True)))
+    print("reads/s, writes/s: apiserver_request_total less the same at 0 TaskQueues")
+    for f in results:
+        base = baselines.get(f.variant)
+        if not f.count or base is None:
             continue
-        ratios = ", ".join(
-            f"{key} x{float(f[key]) / float(base[key]):.1f}"  # type: ignore[arg-type]
-            for key in ("cores", "rss_mib", "apiserver_cores", "etcd_cores", "apiserver_rss_mib")
-            if base.get(key)
+        pairs = (
+            ("operator cores", f.cores, base.cores),
+            ("RSS", f.rss_mib, base.rss_mib),
+            ("API server cores", f.apiserver_cores, base.apiserver_cores),
+            ("API server RSS", f.apiserver_rss_mib, base.apiserver_rss_mib),
+            ("etcd cores", f.etcd_cores, base.etcd_cores),
         )
-        reads, writes = reads_writes(f["rates"])  # type: ignore[arg-type]
-        _, base_writes = reads_writes(base["rates"])  # type: ignore[arg-type]
-        misses = [
-            f"{key} {fmt(value)} > {limit}"
-            for key, value, limit in (
-                ("cores", f["cores"], GOAL["cores"]),
-                ("RSS MiB", f["rss_mib"], GOAL["rss_mib"]),
-                ("w/s/TQ", (writes - base_writes) / count, GOAL["writes_per_taskqueue"]),
-                ("lag p99", f["lag_p99"], GOAL["lag_p99"]),
-            )
-            if isinstance(value, float) and value > limit
-        ]
-        print(
-            f"{variant} {count}: vs 0 TaskQueues {ratios}; goal {'met' if not misses else 'missed: ' + ', '.join(misses)}"
-        )
-        top = sorted(
-            ((k, v - base["rates"].get(k, 0.0)) for k, v in f["rates"].items()),  # type: ignore[attr-defined,union-attr]
-            key=lambda item: -item[1],
-        )[:6]
+        ratios = ", ".join(f"{name} x{a / b:.1f}" for name, a, b in pairs if b > 0)
+        misses = goal_misses(f, base)
+        verdict = "met" if not misses else "missed: " + ", ".join(misses)
+        print(f"{f.variant} {f.count}: vs 0 TaskQueues {ratios}; goal {verdict}")
+        extra = {k: v - base.rates.get(k, 0.0) for k, v in f.rates.items()}
+        top = sorted(extra.items(), key=lambda item: -item[1])[:6]
         print("   top requests/s: " + ", ".join(f"{k} {v:.1f}" for k, v in top if v > 0.05))
+
+
+def kubectl(plane: ControlPlane, *args: str) -> None:
+    command = [str(build() / "kubectl"), "--kubeconfig", str(plane.kubeconfig), *args]
+    subprocess.run(command, check=True, capture_output=True)
+
+
+def run_variant(
+    variant: str,
+    source: Path | None,
+    count: int,
+    plane: ControlPlane,
+    api: kubernetes.client.ApiClient,
+    logs: Path,
+    options: argparse.Namespace,
+) -> Figures:
+    log = logs / f"operator-{variant}-{count}.log"
+    operator = Operator(plane.kubeconfig, log, source)
+    context = ssl.create_default_context(cafile=str(plane.ca_file))
+    context.load_cert_chain(str(plane.work_dir / "admin.crt"), str(plane.work_dir / "admin.key"))
+    try:
+        operator.start()
+        took = settle(operator, api, count, options.settle if count else 10)
+        figures = measure(variant, count, operator, plane, context, options.window)
+    finally:
+        operator.stop()
+    figures.settled_s = took
+    tracebacks = log.read_text().count("Traceback") if log.exists() else 0
+    print(
+        f"{variant} {count}: {fmt(figures.cores, 2)} cores, {fmt(figures.rss_mib, 0)} MiB, "
+        f"lag p99 {fmt(figures.lag_p99)} s, {fmt(figures.ticks_per_s, 0)} ticks/s, "
+        f"settled in {took:.0f} s, {tracebacks} tracebacks in its log",
+        flush=True,
+    )
+    return figures
 
 
 def main() -> int:
@@ -402,7 +469,7 @@ def main() -> int:
     plane = ControlPlane(build(), work_dir=work / "controlplane", apiserver_only=True)
     plane.work_dir.mkdir(parents=True)
     server = RedisServer()
-    results: list[tuple[str, int, dict[str, object]]] = []
+    results: list[Figures] = []
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
         stack.callback(plane.stop)
@@ -412,17 +479,11 @@ def main() -> int:
         load = Load(server.url)
         load.thread.start()
         stack.callback(load.stop.set)
-        kubectl = build() / "kubectl"
-        subprocess.run([str(kubectl), "--kubeconfig", str(plane.kubeconfig), "apply", "--server-side",
-                        "-f", str(ROOT / "crds")], check=True, capture_output=True)  # fmt: skip
-        subprocess.run([str(kubectl), "--kubeconfig", str(plane.kubeconfig), "wait", "--for",
-                        "condition=Established", "crd/taskqueues.taskqueue.dev"], check=True, capture_output=True)  # fmt: skip
+        kubectl(plane, "apply", "--server-side", "-f", str(ROOT / "crds"))
+        kubectl(plane, "wait", "--for", "condition=Established", "crd/taskqueues.taskqueue.dev")
         api = kubernetes.config.new_client_from_config(str(plane.kubeconfig))
+        stack.callback(api.close)
         kubernetes.client.CoreV1Api(api).create_namespace({"metadata": {"name": NAMESPACE}})
-        context = ssl.create_default_context(cafile=str(plane.ca_file))
-        context.load_cert_chain(
-            str(work / "controlplane" / "admin.crt"), str(work / "controlplane" / "admin.key")
-        )
         variants: list[tuple[str, Path | None]] = [("this", None)]
         if options.before:
             variants.insert(0, ("before", stack.enter_context(exported(options.before))))
@@ -434,30 +495,11 @@ def main() -> int:
             created = max(created, count)
             load.count = count
             for variant, source in variants:
-                operator = Operator(
-                    plane.kubeconfig, logs / f"operator-{variant}-{count}.log", source
-                )
-                try:
-                    operator.start()
-                    took = settle(operator, api, count, options.settle if count else 10)
-                    figures = measure(operator, plane, context, options.window)
-                    figures["settled_s"] = took
-                finally:
-                    operator.stop()
-                    log = logs / f"operator-{variant}-{count}.log"
-                    tracebacks = log.read_text().count("Traceback") if log.exists() else 0
-                results.append((variant, count, figures))
-                print(
-                    f"{variant} {count}: {fmt(figures['cores'], 2)} cores, {fmt(figures['rss_mib'], 0)} MiB, "
-                    f"lag p99 {fmt(figures['lag_p99'])} s, {fmt(figures['ticks_per_s'], 0)} ticks/s, "
-                    f"settled in {took:.0f} s, {tracebacks} tracebacks in its log",
-                    flush=True,
-                )
-        api.close()
+                results.append(run_variant(variant, source, count, plane, api, logs, options))
     print()
     report(results)
     if options.json:
-        options.json.write_text(json.dumps([list(r) for r in results], indent=1))
+        options.json.write_text(json.dumps([dataclasses.asdict(f) for f in results], indent=1))
     return 0
 
 
