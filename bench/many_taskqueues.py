@@ -350,10 +350,11 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-COLUMNS = (
-    "operator TQs cores RSS_MiB thr ticks/s lag_p50 lag_p99 tick_p99 reads/s writes/s "
-    "w/s/TQ settle_s watches api_cores api_MiB etcd_cores etcd_MiB"
-).split()
+COLUMNS = [
+    *("operator", "TQs", "cores", "RSS_MiB", "thr", "ticks/s", "lag_p50", "lag_p99"),
+    *("tick_p99", "reads/s", "writes/s", "w/s/TQ", "settle_s", "watches", "api_cores"),
+    *("api_MiB", "etcd_cores", "etcd_MiB"),
+]
 
 
 def row(f: Figures, base: Figures | None) -> list[str]:
