@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs bench-keda
+.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs bench-keda bench-scale
 
 system:
 	tests/testbed/bootstrap.sh
@@ -79,3 +79,9 @@ bench-node: bootstrap
 # trace windows, side by side on the test bed (~35 min); bench/out/keda_side_by_side.{json,png}.
 bench-keda: bootstrap
 	PYTHONPATH=tests $(PY) bench/keda_side_by_side.py
+
+# Issue 15: one operator, N TaskQueues on a real API server (etcd + kube-apiserver only),
+# figures against 0 TaskQueues in the same run; ~3 minutes per count on 2 cores.
+COUNTS ?= 100,300,1000
+bench-scale: venv binaries
+	PYTHONPATH=tests $(PY) bench/many_taskqueues.py --counts $(COUNTS) --settle 60 --window 60

@@ -298,8 +298,11 @@ class TaskQueueLoop:
 
     async def run(self) -> None:
         failures = 0
+        schedule = metrics.TickLag()
         while True:
             interval = self.settings.fixed_poll_interval
+            started = time.monotonic()
+            schedule.started(started)
             try:
                 interval = await self.tick()
                 failures = 0
@@ -313,9 +316,17 @@ class TaskQueueLoop:
                 # otherwise print sixty of them.
                 log = self.log.exception if failures == 1 else self.log.warning
                 log("tick failed (%d in a row): %s", failures, redact(str(error))[:500])
+            finally:
+                metrics.TICK_DURATION.observe(time.monotonic() - started)
             self.wake.clear()
-            with contextlib.suppress(TimeoutError):
+            # Monotonic, not self.clock: the lag is the event loop's, whatever clock the
+            # plan is given.
+            schedule.sleeping_until(time.monotonic() + interval)
+            try:
                 await asyncio.wait_for(self.wake.wait(), timeout=interval)
+            except TimeoutError:
+                continue
+            schedule.woken()
 
     # ----------------------------------------------------------------------- tick
 

@@ -25,6 +25,7 @@ MANAGED: Mapping[str, Any] = {
 _registry: LoopRegistry | None = None
 _tasks: list[asyncio.Task[None]] = []
 _runners: list[Any] = []
+_kube: Kube | None = None
 
 
 def _json(body: kopf.RawBody) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def registry() -> LoopRegistry:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """`memo.operator` is our OperatorSettings, put there by `main` (kopf.run(memo=...))."""
-    global _registry
+    global _registry, _kube
     options: OperatorSettings = memo.operator
     # Our own group for kopf's bookkeeping, should it ever write any.
     settings.persistence.finalizer = f"{GROUP}/finalizer"
@@ -61,7 +62,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 330
     settings.watching.reconnect_backoff = 1.0
     load_config()
-    _registry = LoopRegistry(Kube(), post_event, options.loop_settings())
+    _kube = await Kube.connect()
+    _registry = LoopRegistry(_kube, post_event, options.loop_settings())
     if options.dashboard_port:
         from taskqueue_operator.dashboard import serve
 
@@ -98,6 +100,8 @@ async def cleanup(**_: Any) -> None:
         await runner.cleanup()
     if _registry is not None:
         await _registry.stop_all()
+    if _kube is not None:
+        await _kube.close()
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)

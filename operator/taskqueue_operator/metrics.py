@@ -54,6 +54,48 @@ DECISION_LATENCY = Histogram(
     registry=REGISTRY,
 )
 
+# Operator-wide, no TaskQueue label: a thousand TaskQueues must not mean a thousand
+# histograms. They tell whether one operator keeps up with its TaskQueues.
+_TICK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+TICK_LAG = Histogram(
+    "taskqueue_tick_lag_seconds",
+    "How late a TaskQueue's scheduled tick started after it was due (the end of its poll "
+    "interval): the event loop or its threads are saturated when this grows.",
+    buckets=_TICK_BUCKETS,
+    registry=REGISTRY,
+)
+TICK_DURATION = Histogram(
+    "taskqueue_tick_duration_seconds",
+    "One tick of one TaskQueue: observe, plan, execute, report.",
+    buckets=_TICK_BUCKETS,
+    registry=REGISTRY,
+)
+
+
+class TickLag:
+    """One loop's schedule: when its next tick is due, and how late it started. Only
+    ticks that waited out their interval count; a tick woken early by an event had no
+    due time."""
+
+    def __init__(self, histogram: Histogram = TICK_LAG) -> None:
+        self.histogram = histogram
+        self.due_at: float | None = None
+
+    def sleeping_until(self, due_at: float) -> None:
+        self.due_at = due_at
+
+    def woken(self) -> None:
+        self.due_at = None
+
+    def started(self, now: float) -> float | None:
+        """The tick starts now: its lag (also observed), or None when it was not due."""
+        if self.due_at is None:
+            return None
+        lag = max(0.0, now - self.due_at)
+        self.due_at = None
+        self.histogram.observe(lag)
+        return lag
+
 
 @dataclass(frozen=True)
 class TaskQueueSample:

@@ -1,5 +1,7 @@
 """etcd + kube-apiserver + kube-controller-manager + kube-scheduler, stopped by PID.
 
+`apiserver_only`: etcd and kube-apiserver alone (benchmarks of an API client).
+
 etcd, the controllers and the scheduler listen on free loopback ports; the API server on
 `address` (the machine's end of the test bed's veth, so that the node's namespace reaches
 it; 127.0.0.1 without a node). Certificates are made with the `openssl` command line: a
@@ -95,6 +97,9 @@ class ControlPlane:
     apiserver_port: int = 0
     controller_manager_port: int = 0
     scheduler_port: int = 0
+    apiserver_only: bool = False
+    """etcd and the API server alone (bench/many_taskqueues.py): no controller makes
+    ReplicaSets or pods, so every request the API server serves is the client's."""
 
     @property
     def server(self) -> str:
@@ -208,6 +213,8 @@ class ControlPlane:
         )
         self.kubeconfig.write_text(self.admin_kubeconfig(self.server))
         self._wait_ready(timeout)
+        if self.apiserver_only:
+            return self
         self.controller_manager_port = free_port()
         self._spawn(
             "kube-controller-manager",

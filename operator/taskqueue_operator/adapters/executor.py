@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import kubernetes.client.exceptions
+import kubernetes_asyncio.client.exceptions
 import redis.exceptions
-from kubernetes.client.exceptions import ApiException
 from taskqueue_contract.redaction import redact
 
 from taskqueue_operator import metrics
@@ -41,12 +42,17 @@ from taskqueue_operator.reconcile.effects import (
     Scale,
 )
 
+# The async client's (our Kube) and the sync one's (leader election) errors alike.
+API_ERRORS = (
+    kubernetes.client.exceptions.ApiException,
+    kubernetes_asyncio.client.exceptions.ApiException,
+)
 EventSink = Callable[[dict[str, Any], str, str, str], None]
 
 
 def effect_error(error: BaseException) -> EffectError:
     """What went wrong, for a condition: the API server's own message, not its headers."""
-    if isinstance(error, ApiException):
+    if isinstance(error, API_ERRORS):
         body: dict[str, Any] = {}
         with contextlib.suppress(TypeError, ValueError):  # not JSON: a proxy's text
             body = json.loads(error.body or "{}")

@@ -21,6 +21,7 @@ from typing import Any
 import redis.exceptions
 
 from taskqueue_operator.adapters.executor import effect_error
+from taskqueue_operator.adapters.points import PointLog
 from taskqueue_operator.observation import Observation
 from taskqueue_operator.rates import Throughput
 
@@ -34,7 +35,7 @@ KEY_TTL = 2 * 3600
 
 class Timeline:
     def __init__(self) -> None:
-        self.points: deque[dict[str, Any]] = deque(maxlen=POINTS)
+        self.points = PointLog(maxlen=POINTS)
         self.scale_events: deque[dict[str, Any]] = deque(maxlen=SCALE_EVENTS)
         self.throughput = Throughput()
         self.loaded = False
@@ -113,7 +114,9 @@ class Timeline:
         _prepend(self.scale_events, [d for k, d in saved if k == "scale"], now)
 
 
-def _prepend(kept: deque[dict[str, Any]], saved: list[dict[str, Any]], now: float) -> None:
+def _prepend(
+    kept: deque[dict[str, Any]] | PointLog, saved: list[dict[str, Any]], now: float
+) -> None:
     """The saved entries older than `kept`'s first and within the hour, as many as fit
     (the newest of them), in front of `kept`."""
     first = kept[0]["t"] if kept else float("inf")
