@@ -110,6 +110,10 @@ class RedisObservation:
     def idle_workers(self) -> int:
         return len(self.live_workers) - self.busy_workers
 
+    def oldest_age(self) -> float:
+        """Seconds the oldest pending job of any queue has waited; 0 when none waits."""
+        return max((q.oldest_age(self.time) for q in self.queues), default=0.0)
+
     def busy_pods(self) -> set[str]:
         """Pods whose worker runs a job: they must survive a scale-down."""
         return set(self.busy_workers_by_pod())

@@ -124,10 +124,6 @@ def push(
     return tuple(r for r in items if r.until is None or r.until > cutoff)
 
 
-def _oldest_age(observation: RedisObservation) -> float:
-    return max((q.oldest_age(observation.time) for q in observation.queues), default=0.0)
-
-
 def _demand(
     spec: ScalingSpec,
     observation: RedisObservation,
@@ -150,7 +146,7 @@ def _demand(
     else:
         service = estimates.service_time
         start = DEFAULT_POD_START_SECONDS if pod_start is None else pod_start
-        oldest = _oldest_age(observation)
+        oldest = observation.oldest_age()
         # The oldest job has `budget` seconds left once a new worker is up; a worker frees
         # up every `service` seconds, so starting the whole backlog within it takes
         # pending x service / budget workers, and no more than one per pending job.
@@ -247,11 +243,8 @@ def decide(
         busy = observation.busy_workers if processes == 1 else len(observation.busy_pods())
         floor = min(busy, current)
         if replicas < floor:
-            limited = (
-                f"held by {busy} busy workers"
-                if processes == 1
-                else (f"held by {busy} pods with busy workers")
-            )
+            what = "busy workers" if processes == 1 else "pods with busy workers"
+            limited = f"held by {busy} {what}"
             replicas = floor
     if limited is None and pods > spec.max_replicas and replicas >= spec.max_replicas:
         limited = f"at maxReplicas {spec.max_replicas}"
