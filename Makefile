@@ -76,7 +76,7 @@ bench-node: bootstrap
 	PYTHONPATH=tests $(PY) bench/real_node.py
 
 # Issue 16: the real KEDA (built from the Go module proxy) and our operator on the same
-# trace windows, side by side on the test bed (~35 min); bench/out/keda_side_by_side.{json,png}.
+# trace windows, side by side on the test bed (~60 min); bench/out/keda_side_by_side.{json,png}.
 bench-keda: bootstrap
 	PYTHONPATH=tests $(PY) bench/keda_side_by_side.py
 

@@ -7,7 +7,7 @@ Starts its own test bed (control plane + a containerd node), one Redis the pods 
 operator and KEDA (v2.21.0 built from the Go module proxy: its operator and metrics adapter
 as host processes, the API server's aggregation layer serving external.metrics.k8s.io and
 the HPA controller of kube-controller-manager; see tests/testbed/keda_run.py). For each
-replay (bench/sidebyside/replays.py: windows of the committed traces, at real speed) three
+replay (bench/sidebyside/replays.py: windows of the committed traces, at real speed) four
 systems run at once, each in its own namespace with its own RQ queue on that Redis and the
 same worker image:
 
@@ -16,19 +16,23 @@ same worker image:
 - keda: the same worker Deployment (terminationGracePeriodSeconds 30, Kubernetes' default)
   and a ScaledObject, redis trigger on `rq:queue:<q>`, listLength 5, KEDA's defaults
   (pollingInterval 30 s, cooldownPeriod 300 s; maxReplicaCount 10, as ours);
-- keda-5s: the same with pollingInterval 5 s.
+- keda-5s: the same with pollingInterval 5 s;
+- at-max: the same Deployment held at maxReplicas from before the first job, no autoscaler
+  (the baseline that separates the cap from the autoscaler: no system capped at 10 can wait
+  much less, and none should cost more worker-seconds).
 
-Each job of the replay is enqueued into the three queues at the same instant
+Each job of the replay is enqueued into the four queues at the same instant
 (`examples.sleep(service)`). A sampler reads every system's Deployment (desired replicas,
 pods) and queue length every 0.25 s. After the window it waits until every system is back
-at zero with nothing pending, or `--tail` seconds (KEDA's cooldown is 300 s); the horizon
-is the same for all three. Figures per replay and system: first job -> desired >= 1, the
-load event's first job -> desired > 1, p50/p95/max wait (enqueue -> start; a job that
-never started counts with the wait it had at the end), worker-seconds (pods alive), jobs
-interrupted (a worker went away under them) and lost (interrupted and not finished by the
-end); then ratios ours/KEDA. `--from-json` prints a saved report again.
-Writes bench/out/keda_side_by_side.{json,png} (`--out`). A benchmark: no asserts on figures; exit 1
-only when a step fails.
+at zero with nothing pending (at-max: nothing pending), or `--tail` seconds (KEDA's
+cooldown is 300 s; a replay may ask for longer); the horizon is the same for all four.
+Figures per replay and system: first job -> desired >= 1, the load event's first job ->
+desired > 1, p50/p95/max wait (enqueue -> start; a job that never started counts with the
+wait it had at the end), worker-seconds (pods alive), jobs interrupted (a worker went away
+under them) and lost (interrupted and not finished by the end); then ratios ours/KEDA, and
+each system's p95 wait and worker-seconds over at-max's. `--from-json` prints a saved
+report again. Writes bench/out/keda_side_by_side.{json,png} (`--out`). A benchmark: no
+asserts on figures; exit 1 only when a step fails.
 """
 
 from __future__ import annotations
@@ -91,7 +95,8 @@ JOB_TIMEOUT = 360
 KEEP_RECORDS = 7200
 # KEDA's pollingInterval per system: None keeps KEDA's default (30 s).
 KEDA_SYSTEMS: dict[str, int | None] = {"keda": None, "keda-5s": 5}
-SYSTEMS = ["ours", *KEDA_SYSTEMS]
+AT_MAX = "at-max"
+SYSTEMS = ["ours", *KEDA_SYSTEMS, AT_MAX]
 
 
 class BenchFailure(RuntimeError):
@@ -140,6 +145,10 @@ def prepare(
         make_secret(kube, "redis-url", redis_server.pod_url)
         if name == "ours":
             kube.apply(taskqueue(system.queue))
+        elif name == AT_MAX:
+            deployment = keda_worker_deployment("rq", system.namespace, system.queue, "redis-url")
+            deployment["spec"]["replicas"] = max_replicas
+            kube.apply(deployment)
         else:
             kube.apply(keda_worker_deployment("rq", system.namespace, system.queue, "redis-url"))
             kube.apply(
@@ -153,7 +162,19 @@ def prepare(
         wait_for(
             lambda k=kube: k.get("deployment", DEPLOYMENT), 60, 0.5, f"{system.name}'s Deployment"
         )
-        if system.name != "ours":
+        if system.name == AT_MAX:
+            wait_for(
+                lambda k=kube: (
+                    ((k.get("deployment", DEPLOYMENT) or {}).get("status") or {}).get(
+                        "readyReplicas", 0
+                    )
+                    == max_replicas
+                ),
+                300,
+                1.0,
+                f"{system.name}'s {max_replicas} workers Ready",
+            )
+        elif system.name != "ours":
             wait_for(
                 lambda k=kube: any(
                     c["type"] == "Ready" and c["status"] == "True"
@@ -230,10 +251,11 @@ def play(replay: Replay, systems: list[System], client: redis.Redis, origin: flo
 
 
 def settled(systems: list[System]) -> bool:
-    """Every system at zero replicas, no pod left, nothing pending (per its last sample)."""
+    """Every autoscaled system at zero replicas with no pod left, and nothing pending
+    anywhere (per each system's last sample)."""
     return all(
-        s.samples and s.samples[-1].desired == 0 and s.samples[-1].pods == 0
-        and s.samples[-1].pending == 0
+        s.samples and s.samples[-1].pending == 0
+        and (s.name == AT_MAX or (s.samples[-1].desired == 0 and s.samples[-1].pods == 0))
         for s in systems
     )  # fmt: skip
 
@@ -277,7 +299,7 @@ def run_replay(
     try:
         play(replay, systems, client, origin)
         window_end = max(replay.length, time.monotonic() - origin)
-        deadline = origin + window_end + options.tail
+        deadline = origin + window_end + max(options.tail, replay.tail or 0.0)
         while time.monotonic() < deadline and not settled(systems):
             time.sleep(1.0)
         horizon = time.monotonic() - origin
@@ -336,6 +358,24 @@ def print_table(report: dict[str, Any]) -> None:
                 f"  0->1 {fmt(zero)}  interrupted {ours.interrupted} vs {theirs.interrupted}"
                 f"  lost {ours.lost} vs {theirs.lost}  goal {'met' if met else 'NOT met'}"
             )
+    print(f"\nover {AT_MAX} (maxReplicas from the start: the cap's own p95 wait and cost)")
+    for name, run in report.get("runs", {}).items():
+        if AT_MAX not in run["systems"]:
+            continue  # a report from before the baseline
+        base = Figures(**run["systems"][AT_MAX]["figures"])
+        cells = []
+        for system, data in run["systems"].items():
+            if system != AT_MAX:
+                f = Figures(**data["figures"])
+                p95, work = (
+                    ratio(f.wait_p95, base.wait_p95),
+                    ratio(f.worker_seconds, base.worker_seconds),
+                )
+                cells.append(f"{system} p95 {fmt(p95)} worker-s {fmt(work)}")
+        print(
+            f"{name:<12} {base.wait_p95:.1f} s p95, {base.worker_seconds:.0f} worker-s: "
+            + "; ".join(cells)
+        )
 
 
 def refigure(report: dict[str, Any]) -> None:
@@ -402,7 +442,11 @@ def show(report: dict[str, Any], out: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replays", default="spike,bursty,batch", help="of " + ",".join(REPLAYS))
+    parser.add_argument(
+        "--replays",
+        default="spike,bursty,batch,batch-long,spike-light,bursty-light",
+        help="of " + ",".join(REPLAYS),
+    )
     parser.add_argument("--max-replicas", type=int, default=10, help="KEDA's maxReplicaCount")
     parser.add_argument("--tail", type=float, default=330.0, help="seconds after a window, at most")
     parser.add_argument("--out", type=Path, default=OUT, help="the report; the plot beside it")

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 
 from sidebyside.metrics import Sample
 
-COLORS = {"ours": "tab:blue", "keda": "tab:red", "keda-5s": "tab:orange"}
+COLORS = {"ours": "tab:blue", "keda": "tab:red", "keda-5s": "tab:orange", "at-max": "tab:gray"}
 # KEDA's two runs often coincide: the default one drawn wider, so both stay visible.
 WIDTHS = {"keda": 3.0}
 

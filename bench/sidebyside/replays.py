@@ -4,8 +4,9 @@ A committed trace lasts an hour (bench/sim/traces.py); replaying three of them f
 autoscalers at real speed would take hours, so each replay is a window of its trace around
 its event, played at real speed (never compressed: KEDA's 30 s poll, the HPA's 15 s sync
 and its 300 s windows keep their meaning), thinned to every k-th job where the event is
-larger than the pool can drain within minutes, and in one of them (batch) with service
-times stretched past the 30 s grace period that a Deployment written for KEDA gets. The
+larger than the pool can drain within minutes, and in two of them (batch, batch-long)
+with service times stretched past the 30 s grace period that a Deployment written for KEDA
+gets; batch-long's drain also outlasts the HPA's 300 s scale-down window. The
 `-light` ones thin further, so that the event fits within the pool's cap (10).
 """
 
@@ -33,6 +34,9 @@ class Replay:
     """Seconds after the window's start when its load event (a batch, the spike) begins:
     1 -> N is measured from its first job."""
     about: str = ""
+    tail: float | None = None
+    """Seconds to wait after the window for every system to settle, when longer than the
+    bench's `--tail` (a drain that outlasts KEDA's 300 s windows)."""
 
 
 REPLAYS = {
@@ -51,6 +55,19 @@ REPLAYS = {
         stretch=8.0,
         event=30.0,
         about="one large batch (every 20th of 1,500 jobs) of jobs ~47 s, many past a 30 s grace",
+    ),
+    # Jobs twice as long again (~100 s, at most 258 s): ten workers drain the batch in
+    # ~520 s, longer than the HPA's 300 s scale-down window, so KEDA scales down while every
+    # worker is busy and the queue is not yet empty.
+    "batch-long": Replay(
+        "batch",
+        859.0,
+        420.0,
+        thin=30,
+        stretch=16.0,
+        event=30.0,
+        tail=660.0,
+        about="the batch window, every 30th job, ~100 s each: a drain longer than 300 s",
     ),
     "spike": Replay(
         "spike",

@@ -61,3 +61,14 @@ def test_each_replay_is_a_window_of_its_committed_trace(name: str) -> None:
 def test_one_replay_has_jobs_longer_than_the_default_grace_period() -> None:
     assert any(service > 30 for _, service in jobs(REPLAYS["batch"]))
     assert all(service < 360 for _, service in jobs(REPLAYS["batch"]))  # jobTimeout default
+
+
+def test_one_replay_drains_for_longer_than_the_hpa_scale_down_window() -> None:
+    """batch-long: at maxReplicas 10 its work takes more than 300 s (the HPA's window)
+    after the queue has started to shrink, nearly every job longer than the 30 s grace period
+    and all under the jobTimeout default."""
+    played = [service for _, service in jobs(REPLAYS["batch-long"])]
+    assert sum(played) / 10 > 300
+    assert sum(service > 30 for service in played) >= 0.9 * len(played)
+    assert max(played) < 360
+    assert (REPLAYS["batch-long"].tail or 0) > 300
