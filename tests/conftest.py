@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from rq.worker import BaseWorker
 from testbed.cluster import Cluster, open_cluster
 from testbed.pod_network import POD_HOST_ENV, use_pod_redis_host
 from testbed.redis_server import RedisServer
@@ -40,6 +41,18 @@ def stop_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM ends the run as Ctrl-C does, so every fixture's teardown runs (the test bed
     also stops by itself when this process is gone, however it ended)."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(autouse=True)
+def interrupts_end_the_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """An RQ worker that works in this process installs its own SIGINT/SIGTERM handlers
+    (a warm shutdown, then SystemExit) and never puts ours back: after the first such test a
+    Ctrl-C or SIGTERM failed one test and the run went on. Workers in this process keep the
+    run's handlers; a test that sets its own gets ours back afterwards."""
+    monkeypatch.setattr(BaseWorker, "_install_signal_handlers", lambda self: None)
+    yield
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config: pytest.Config) -> None:
