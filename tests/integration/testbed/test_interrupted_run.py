@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[3]
 PYTEST_INTERRUPTED = 2
 
-NESTED = '''
+NESTED = """
 import os, time
 from pathlib import Path
 import redis
@@ -38,7 +38,7 @@ def test_an_in_process_worker_then_a_long_wait():
 
 def test_after_it():
     Path(os.environ["NESTED_READY"] + ".second").touch()
-'''
+"""
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
