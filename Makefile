@@ -7,10 +7,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TESTBED := PYTHONPATH=tests $(PY) -m testbed
 
-.PHONY: system venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs bench-keda bench-scale
+.PHONY: system system-ready venv binaries images bootstrap testbed-up testbed-down test unit lint crds demo bench bench-chaos bench-node bench-procs bench-keda bench-scale
 
+# Debian packages: what the venv needs at once, the rest installed in the background while
+# pip and the Go build run (none needs them); system-ready waits for them.
 system:
-	tests/testbed/bootstrap.sh
+	tests/testbed/bootstrap.sh start
+
+system-ready: system
+	tests/testbed/bootstrap.sh wait
 
 $(VENV)/.installed: pyproject.toml contract/pyproject.toml operator/pyproject.toml worker-image/pyproject.toml plugin/pyproject.toml | system
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +23,13 @@ $(VENV)/.installed: pyproject.toml contract/pyproject.toml operator/pyproject.to
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-venv: system $(VENV)/.installed
+# Every target that runs something waits for the system packages; only the Go build
+# (binaries) starts before them.
+venv: system-ready $(VENV)/.installed
 
 # KEDA (operator + metrics adapter, pinned in tests/testbed/keda/go.mod) for its smoke test
 # and `make bench-keda`: a large build (every scaler KEDA ships), once, then cached.
-binaries: venv
+binaries: system $(VENV)/.installed
 	PYTHONPATH=tests $(PY) -m testbed.build
 	PYTHONPATH=tests $(PY) -m testbed.keda_build
 
@@ -30,7 +37,7 @@ binaries: venv
 images: venv
 	$(if $(KUBECONFIG),@echo "KUBECONFIG is set: not building the test bed's images",PYTHONPATH=tests $(PY) -m testbed.images)
 
-bootstrap: system venv binaries images
+bootstrap: system binaries venv images
 
 testbed-up: bootstrap
 	$(TESTBED) up

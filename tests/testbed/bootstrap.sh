@@ -1,12 +1,39 @@
 #!/usr/bin/env bash
 # What `make demo` and `make test` need from the system, installed when missing.
 #
+#   bootstrap.sh          install what is missing, then return
+#   bootstrap.sh start    install now what the venv needs; the rest in the background
+#   bootstrap.sh wait     wait for that background install (its log on failure)
+#
 # Debian packages only; checked by the command or file each one provides, so a machine that
 # has them (whatever installed them) is left alone. As root: one `apt-get update`, then one
 # `apt-get install` of what is missing. Without root: one line naming the packages, exit 2,
 # before anything is started. Python dependencies, the Go-built binaries and the images
-# are the Makefile's next steps (venv, binaries, images).
+# are the Makefile's next steps (venv, binaries, images). The Go build needs none of these
+# packages, so `make` starts the install in the background and waits for it before the
+# images: on a fresh machine apt (13.5 min here once, for `apt-get update` alone) and the
+# Go build (~23 min) overlap.
 set -euo pipefail
+mode=${1:-now}
+state=${TASKQUEUE_BOOTSTRAP_STATE:-$(cd "$(dirname "$0")/../.." && pwd)/.bootstrap}
+
+if [ "$mode" = wait ]; then
+  if [ -f "$state/apt.pid" ]; then
+    pid=$(cat "$state/apt.pid")
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "waiting for the system packages' install (log: $state/apt.log)"
+      while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+    fi
+    rc=$(cat "$state/apt.rc" 2>/dev/null || echo 1)
+    if [ "$rc" != 0 ]; then
+      echo "installing the system packages failed (exit $rc):" >&2
+      tail -20 "$state/apt.log" >&2
+      exit "$rc"
+    fi
+    rm -f "$state/apt.pid" "$state/apt.rc"
+  fi
+  mode=now  # what is still missing (nothing, normally) is installed or named now
+fi
 
 # package:how to tell it is there (a command on PATH, or an absolute path)
 needs=(
@@ -69,6 +96,23 @@ fi
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
+install() {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+# What `python3 -m venv` and pip need is installed at once; so is everything when a
+# Python venv is missing anyway (the update is the slow part and is then already done).
+if [ "$mode" = start ] && ! printf '%s\n' "${missing[@]}" | grep -qxE 'python3|python3-venv|ca-certificates|make'; then
+  if [ -f "$state/apt.pid" ] && kill -0 "$(cat "$state/apt.pid")" 2>/dev/null; then
+    exit 0  # an earlier start's install is still running: wait collects it
+  fi
+  mkdir -p "$state"
+  rm -f "$state/apt.rc"
+  echo "installing ${missing[*]} in the background (log: $state/apt.log)"
+  export -f install
+  setsid bash -c 'install "$@" > "$0/apt.log" 2>&1; echo $? > "$0/apt.rc"' "$state" "${missing[@]}" \
+    < /dev/null > /dev/null 2>&1 &
+  echo $! > "$state/apt.pid"
+  exit 0
+fi
 echo "installing ${missing[*]}"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+install "${missing[@]}"
