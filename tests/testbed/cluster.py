@@ -202,7 +202,12 @@ def open_cluster(kubeconfig: Path | None, prefix: str = "tq-testbed-") -> Iterat
         yield external_cluster(kubeconfig)
         return
     state = Path(tempfile.mkdtemp(prefix=prefix))
-    cluster, process = local_cluster(state, owner=os.getpid())
+    try:
+        cluster, process = local_cluster(state, owner=os.getpid())  # stops it if interrupted
+    except BaseException:
+        sweep(state)
+        shutil.rmtree(state, ignore_errors=True)
+        raise
     try:
         yield cluster
     finally:
