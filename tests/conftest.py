@@ -39,8 +39,16 @@ def given_kubeconfig(config: pytest.Config) -> Path | None:
 
 def stop_on_sigterm(signum: int, frame: object) -> None:
     """SIGTERM ends the run as Ctrl-C does, so every fixture's teardown runs (the test bed
-    also stops by itself when this process is gone, however it ended)."""
+    also stops by itself when this process is gone, however it ended). Later signals are
+    ignored, so that the teardown completes (a Ctrl-C in a terminal reaches pytest both
+    directly and through .ci/run)."""
+    INTERRUPTED.append(signum)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+INTERRUPTED: list[int] = []
 
 
 @pytest.fixture(autouse=True)
@@ -51,13 +59,19 @@ def interrupts_end_the_run(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     run's handlers; a test that sets its own gets ours back afterwards."""
     monkeypatch.setattr(BaseWorker, "_install_signal_handlers", lambda self: None)
     yield
+    install_interrupt_handlers()
+
+
+def install_interrupt_handlers() -> None:
+    if INTERRUPTED:
+        return  # stopping: the teardown runs to its end
     signal.signal(signal.SIGTERM, stop_on_sigterm)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, stop_on_sigterm)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Every RedisServer of this run listens where the pods can reach it (see pod_network)."""
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    install_interrupt_handlers()
     try:
         use_pod_redis_host(config.getoption("--pod-redis-host"), given_kubeconfig(config))
     except Exception as error:  # the cluster tests will say it is unreachable
